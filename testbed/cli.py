@@ -1,0 +1,248 @@
+"""``testbed``: the command line. Only this module prints; the library logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from testbed import __version__
+
+DESCRIPTION = """\
+Split DNN inference latency testbed (Head Network Distillation, Section V).
+
+A mobile device (MD) runs the head of a DNN, an edge server (ES) runs the tail; the testbed
+measures each frame's capture-to-output delay and its parts (md_proc, comm, es_proc) over
+emulated or real links, under competing traffic.
+"""
+
+EPILOG = """\
+examples:
+  testbed demo                              five Table 5 configurations over loopback
+  testbed tail --host 0.0.0.0 --port 5500   serve tails on an edge server
+  testbed head --connect 198.19.0.2:5500 --preset mimic-bottleneck --records frames.csv
+  testbed models densenet201                split points and their output sizes
+
+Each subcommand has its own --help.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (a Table 5 preset, or explicit fields, or JSON)")
+    g.add_argument("--preset", help="md-only | es-only | org-split2 | mimic-split2 | mimic-bottleneck")
+    g.add_argument("--config-json", help="a whole configuration as a JSON object")
+    g.add_argument("--name", help="configuration name written in every record")
+    g.add_argument("--mode", choices=["LC", "EC", "SC"])
+    g.add_argument("--model", default="densenet201", help="torchvision model (default: densenet201)")
+    g.add_argument("--kind", choices=["teacher", "student"], default="teacher")
+    g.add_argument("--split", help="split point name or 1-based index (SC)")
+    g.add_argument("--n-ch", type=int, help="student bottleneck channels (default for presets: 12)")
+    g.add_argument("--no-quantize", action="store_true", help="SC: send float32, not 8-bit")
+    g.add_argument("--compression", choices=["none", "zlib"], default="none")
+    g.add_argument("--jpeg-quality", type=int, default=95)
+    g.add_argument("--weights", help="checkpoint path (state dict; loaded with weights_only=True)")
+
+
+def _config_from_args(args: argparse.Namespace):
+    from testbed.configs import Configuration, table5
+
+    if args.config_json:
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--config-json: not valid JSON ({exc})")
+        if not isinstance(data, dict):
+            raise SystemExit("--config-json: expected a JSON object")
+        try:
+            return Configuration.from_dict(data).validated()
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"--config-json: {exc}")
+    if args.preset:
+        presets = table5(args.model, args.n_ch or 12)
+        if args.preset not in presets:
+            raise SystemExit(f"--preset: expected one of {', '.join(presets)}, got {args.preset!r}")
+        return presets[args.preset].validated()
+    if not args.mode:
+        raise SystemExit("give --preset, --config-json, or at least --mode (LC, EC or SC)")
+    split = int(args.split) if args.split and args.split.isdigit() else args.split
+    config = Configuration(
+        name=args.name or f"{args.mode}-{args.model}", mode=args.mode, model=args.model,
+        kind=args.kind, split=split, n_ch=args.n_ch, quantize=not args.no_quantize,
+        compression=args.compression, jpeg_quality=args.jpeg_quality, weights=args.weights,
+    )
+    try:
+        return config.validated()
+    except ValueError as exc:
+        raise SystemExit(str(exc))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def cmd_tail(args) -> int:
+    from testbed.tail import TailServer, TailSettings
+
+    settings = TailSettings(host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
+                            idle_timeout_s=args.idle_timeout, seed=args.seed, threads=args.threads)
+    server = TailServer(settings)
+    print(f"tail listening on {settings.host}:{server.address[1]} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
+
+
+def cmd_head(args) -> int:
+    from testbed.head import HeadError, HeadSettings, StepContext, run_head
+
+    config = _config_from_args(args)
+    settings = HeadSettings(
+        config=config, server=args.connect, frames=args.frames, warmup=args.warmup,
+        images=args.images, capture_rate_hz=args.capture_rate, seed=args.seed, threads=args.threads,
+        context=StepContext(run_id=args.run_id, step=args.step, load_mbit=args.load,
+                            repetition=args.repetition),
+    )
+    try:
+        failed = run_head(settings, args.records)
+    except HeadError as exc:
+        print(f"head: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.frames + args.warmup - failed} frames ok, {failed} failed -> {args.records}")
+    return 1 if failed else 0
+
+
+def cmd_demo(args) -> int:
+    from tqdm import tqdm
+
+    from analysis.summary import format_table, summarize
+    from testbed.configs import table5
+    from testbed.demo import run_demo
+    from testbed.records import read_records
+    from testbed.resultdir import FRAMES
+
+    presets = table5(args.model, args.n_ch)
+    unknown = [c for c in args.configs if c not in presets]
+    if unknown:
+        raise SystemExit(f"--configs: unknown {unknown}; choose from {', '.join(presets)}")
+    configs = [presets[c] for c in args.configs]
+    bar = tqdm(total=len(configs) * (args.frames + args.warmup), unit="frame", dynamic_ncols=True)
+
+    def on_config(config):
+        bar.set_description(config.name)
+
+    def on_frame(record):
+        bar.update(1)
+        if record.total is not None:
+            bar.set_postfix_str(f"total {record.total * 1e3:.0f} ms")
+
+    out = run_demo(configs, args.frames, args.warmup, Path(args.results), images=args.images,
+                   threads=args.threads, seed=args.seed, on_frame=on_frame, on_config=on_config)
+    bar.close()
+    print(format_table(summarize(read_records(out / FRAMES))))
+    print(f"\nresults: {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from testbed.models import catalog
+
+    if not args.model:
+        for name, info in catalog.MODELS.items():
+            student = "yes" if info.has_student else "no"
+            print(f"{name:14s} input {info.input_size}px  student head: {student:3s}  "
+                  f"split points: {', '.join(info.split_points)}")
+        return 0
+    from testbed.models.teachers import describe_splits
+
+    if args.model not in catalog.MODELS:
+        raise SystemExit(f"unknown model {args.model!r}; choose from {', '.join(catalog.MODELS)}")
+    print(f"{'#':>2}  {'split point':14s} {'output shape':18s} {'elements':>10s}  vs input")
+    for i, row in enumerate(describe_splits(args.model), 1):
+        shape = "x".join(str(d) for d in row.shape)
+        print(f"{i:>2}  {row.name:14s} {shape:18s} {row.elements:>10d}  {row.relative:.3f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="testbed", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"testbed {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: log progress (INFO), -vv: debug")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("tail", help="serve tails (the ES side)",
+                       description="Serve EC and SC configurations to any number of MDs over TCP.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5500, help="TCP port (default 5500)")
+    p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
+                   help="largest frame accepted; larger ones close the connection (default 16 MiB)")
+    p.add_argument("--idle-timeout", type=float, default=900.0,
+                   help="drop a connection silent for this many seconds (default 900)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the head)")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("head", help="stream frames to a tail (the MD side)",
+                       description="Capture frames, run the head, stream to the ES, record each frame.")
+    _add_config_args(p)
+    p.add_argument("--connect", type=_host_port, help="tail address HOST:PORT (not needed for LC)")
+    p.add_argument("--frames", type=int, default=50, help="measured frames (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames first (default 5)")
+    p.add_argument("--images", default="builtin", help="image folder, or 'builtin' (default)")
+    p.add_argument("--capture-rate", type=float, help="capture at this rate (Hz) instead of back-to-back")
+    p.add_argument("--records", default="frames.csv", help="CSV to append records to")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the tail)")
+    p.add_argument("--run-id", default="adhoc")
+    p.add_argument("--step", default="", help="step id written in records (set by the orchestrator)")
+    p.add_argument("--load", type=float, help="competing load of this step, Mbit/s (for records)")
+    p.add_argument("--repetition", type=int, default=0)
+    p.set_defaults(func=cmd_head)
+
+    p = sub.add_parser("demo", help="the five Table 5 configurations over loopback",
+                       description="Start a tail process on 127.0.0.1, run each configuration's "
+                       "head against it, write a result folder and print a summary table.")
+    from testbed.configs import TABLE5_NAMES
+
+    p.add_argument("--model", default="densenet201")
+    p.add_argument("--n-ch", type=int, default=12, help="bottleneck channels (default 12)")
+    p.add_argument("--configs", nargs="+", default=list(TABLE5_NAMES), metavar="NAME",
+                   help=f"configurations (default: all of {', '.join(TABLE5_NAMES)})")
+    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--images", default="builtin")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", default="results", help="folder for result folders")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="models and their split points",
+                       description="Without MODEL: every model and its split points. With MODEL: "
+                       "each split point's output shape and size relative to the input "
+                       "(the data of the paper's Figures 3 and 5).")
+    p.add_argument("model", nargs="?")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = logging.INFO if args.command == "tail" else logging.WARNING  # services always log
+    logging.basicConfig(
+        level=(quiet, logging.INFO, logging.DEBUG)[min(args.verbose, 2)] if args.verbose else quiet,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.func(args)

@@ -1,0 +1,194 @@
+"""The MD side: capture frames, run the head, stream to the ES, and record every frame.
+
+Frames are processed one at a time: a frame is captured when the previous reply arrived, or on
+a fixed capture clock if ``capture_rate_hz`` is set (a late frame is captured at once). The
+first ``warmup`` frames are marked ``warmup`` and excluded from every summary. One TCP
+connection carries the whole step, as in the paper, so slow-start-after-idle and the initial
+window act on each frame just as they would on a real MD.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from testbed import wire
+from testbed.configs import Configuration
+from testbed.images import Frame, load_images
+from testbed.models.split import SplitModel, build_split
+from testbed.payloads import md_local, md_message
+from testbed.records import FrameRecord, RecordWriter, timings
+
+log = logging.getLogger(__name__)
+
+REPLY_MAX_BYTES = 64 * 1024
+
+
+class HeadError(RuntimeError):
+    """The head could not start or the ES refused the configuration."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where these frames sit in a sweep (copied into every record)."""
+
+    run_id: str = "adhoc"
+    step: str = ""
+    load_mbit: float | None = None
+    repetition: int = 0
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    config: Configuration
+    server: tuple[str, int] | None = None
+    frames: int = 50
+    warmup: int = 5
+    images: str = "builtin"
+    capture_rate_hz: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    connect_timeout_s: float = 30.0
+    reply_timeout_s: float = 120.0
+    context: StepContext = field(default_factory=StepContext)
+
+
+class _Link:
+    """The MD's one TCP connection to the ES for a whole step."""
+
+    def __init__(self, server: tuple[str, int], config: Configuration, timeout: float):
+        try:
+            self.sock = socket.create_connection(server, timeout=timeout)
+        except OSError as exc:
+            raise HeadError(
+                f"cannot connect to the tail at {server[0]}:{server[1]}: {exc}; "
+                "is `testbed tail` running there?"
+            ) from exc
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wire.send_message(self.sock, wire.Hello(config.to_dict()))
+        reply = wire.read_message(self.sock, REPLY_MAX_BYTES, timeout=timeout)
+        if isinstance(reply, wire.Error):
+            raise HeadError(f"the tail refused configuration {config.name!r}: {reply.message}")
+        if not isinstance(reply, wire.Ready):
+            raise HeadError(f"the tail answered Hello with {type(reply).__name__}, not Ready")
+        self.info = reply.info
+
+    def close(self) -> None:
+        try:
+            wire.send_message(self.sock, wire.Bye())
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def run_head(
+    settings: HeadSettings,
+    records_path: Path | str,
+    on_frame: Callable[[FrameRecord], None] | None = None,
+    frames: list[Frame] | None = None,
+) -> int:
+    """Run warm-up plus measured frames, appending one record per frame.
+
+    Returns the number of failed frames. A link or ES error ends the step after recording the
+    failed frame (the ES closes the connection); LC failures are not possible short of a bug.
+    """
+    config = settings.config.validated()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if config.mode != "LC" and settings.server is None:
+        raise HeadError(f"configuration {config.name!r} ({config.mode}) needs a tail server address")
+    frames = frames or load_images(settings.images)
+    model = build_split(config, side="md", seed=settings.seed)
+    link = (
+        _Link(settings.server, config, settings.connect_timeout_s) if config.mode != "LC" else None
+    )
+    if link:
+        link.sock.settimeout(settings.reply_timeout_s)
+    failures = 0
+    try:
+        with RecordWriter(records_path) as writer:
+            started = time.perf_counter()
+            for i in range(settings.warmup + settings.frames):
+                if settings.capture_rate_hz:
+                    delay = started + i / settings.capture_rate_hz - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                record = _one_frame(config, model, link, i, frames[i % len(frames)], settings)
+                record.warmup = i < settings.warmup
+                writer.write(record)
+                if on_frame:
+                    on_frame(record)
+                if record.status != "ok":
+                    failures += 1
+                    if link:  # the ES closes a connection after an error: the step ends here
+                        log.error("frame %d failed (%s); ending this step", i, record.status)
+                        break
+    finally:
+        if link:
+            link.close()
+    return failures
+
+
+def _one_frame(
+    config: Configuration, model: SplitModel, link: _Link | None, frame_id: int, frame: Frame,
+    settings: HeadSettings,
+) -> FrameRecord:
+    ctx = settings.context
+    payload = wire_bytes = 0
+    predicted: int | None = None
+    status = "ok"
+    reply_ns = es_ns = None
+    capture_ns = time.perf_counter_ns()
+    if link is None:
+        predicted = md_local(model, frame.image)
+        send_ns = time.perf_counter_ns()
+    else:
+        msg = md_message(config, model, frame_id, frame.image)
+        data = wire.encode(msg)
+        payload, wire_bytes = len(msg.payload), len(data)
+        send_ns = time.perf_counter_ns()
+        try:
+            link.sock.sendall(data)
+            reply = wire.read_message(link.sock, REPLY_MAX_BYTES)
+            reply_ns = time.perf_counter_ns()
+        except (OSError, wire.WireError) as exc:
+            reply, status = None, f"error: link: {exc}"
+        if isinstance(reply, wire.Result):
+            predicted, es_ns = reply.predicted, reply.es_proc_ns
+        elif isinstance(reply, wire.Error):
+            status, reply_ns = f"error: tail: {reply.message}", None
+        elif reply is not None:
+            status, reply_ns = f"error: unexpected reply {type(reply).__name__}", None
+    if status == "ok":
+        md, es, comm, total = timings(capture_ns, send_ns, reply_ns, es_ns)
+    else:
+        md, es, comm, total = (send_ns - capture_ns) * 1e-9, None, None, None
+    return FrameRecord(
+        run_id=ctx.run_id,
+        config=config.name,
+        mode=config.mode,
+        model=config.model,
+        split=config.split or "",
+        n_ch=config.n_ch,
+        frame_id=frame_id,
+        image_id=frame.image_id,
+        warmup=False,
+        payload_bytes=payload,
+        wire_bytes=wire_bytes,
+        md_proc=md,
+        es_proc=es,
+        comm=comm,
+        total=total,
+        predicted=predicted,
+        status=status,
+        step=ctx.step,
+        load_mbit=ctx.load_mbit,
+        repetition=ctx.repetition,
+        capture_ns=capture_ns,
+    )

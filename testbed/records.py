@@ -1,0 +1,126 @@
+"""The per-frame record: the one data type every later stage (orchestrator, analysis) reads.
+
+Delay components (DESIGN.md, "Delay components"), all in seconds from ``perf_counter_ns``:
+
+- ``md_proc``: capture -> message ready on the wire (preprocess, head, quantize, encode), MD clock.
+- ``es_proc``: message fully received -> reply ready, measured on the ES's own clock and
+  reported in its reply.
+- ``comm``: (reply received - send start) - es_proc, MD clock: uplink, queueing, retransmissions
+  and the small reply. Needs no clock synchronisation between hosts.
+- ``total``: capture -> reply received (capture-to-output delay).
+
+``md_proc + comm + es_proc == total`` exactly (same integer nanoseconds) for EC and SC; LC has
+no ``comm``/``es_proc`` (empty) and ``total == md_proc``.
+
+Records are written and flushed one frame at a time, so a crash keeps every finished frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, Iterator
+
+SCHEMA_VERSION = 1
+
+NS = 1e-9
+
+
+@dataclass
+class FrameRecord:
+    run_id: str
+    config: str
+    mode: str
+    model: str
+    split: str
+    n_ch: int | None
+    frame_id: int
+    image_id: str
+    warmup: bool
+    payload_bytes: int
+    wire_bytes: int
+    md_proc: float | None
+    es_proc: float | None
+    comm: float | None
+    total: float | None
+    predicted: int | None
+    status: str
+    step: str = ""
+    load_mbit: float | None = None
+    repetition: int = 0
+    capture_ns: int = 0
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def timings(capture_ns: int, send_ns: int, reply_ns: int | None, es_proc_ns: int | None):
+    """Delay components in seconds from the MD's three timestamps and the ES's own figure.
+
+    Returns ``(md_proc, es_proc, comm, total)``; for LC (no reply) the last three parts are
+    ``None`` except ``total == md_proc``.
+    """
+    md = send_ns - capture_ns
+    if reply_ns is None:
+        return md * NS, None, None, md * NS
+    es = es_proc_ns or 0
+    comm = (reply_ns - send_ns) - es
+    return md * NS, es * NS, comm * NS, (reply_ns - capture_ns) * NS
+
+
+class RecordWriter:
+    """Appends ``FrameRecord`` rows to a CSV file, flushing each one."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh: IO[str] = self.path.open("a", newline="")
+        self._writer = csv.DictWriter(self._fh, fieldnames=FrameRecord.columns())
+        if new:
+            self._writer.writeheader()
+            self._fh.flush()
+
+    def write(self, record: FrameRecord) -> None:
+        row = dataclasses.asdict(record)
+        self._writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_INT = {"n_ch", "frame_id", "payload_bytes", "wire_bytes", "predicted", "repetition", "capture_ns"}
+_FLOAT = {"md_proc", "es_proc", "comm", "total", "load_mbit"}
+
+
+def _parse(name: str, value: str):
+    if name == "warmup":
+        return value == "True"
+    if value == "":
+        return None if name in _INT | _FLOAT else ""
+    if name in _INT:
+        return int(value)
+    if name in _FLOAT:
+        return float(value)
+    return value
+
+
+def read_records(path: Path | str) -> Iterator[FrameRecord]:
+    """Records from a CSV written by ``RecordWriter`` (a truncated last line is skipped)."""
+    with Path(path).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = FrameRecord.columns()
+        for row in reader:
+            if None in row.values() or set(row) != set(cols):
+                continue  # a crash mid-line leaves a short final row
+            yield FrameRecord(**{k: _parse(k, row[k]) for k in cols})
