@@ -1,0 +1,565 @@
+"""A real OpenSSH server (Debian's ``/usr/sbin/sshd``) inside a network namespace.
+
+Every emulated host of the lab runs its own sshd with key material made for the run
+(:mod:`testbed.hosts.keys`), so the orchestrator reaches emulated hosts exactly the way it
+reaches real lab machines: over SSH with paramiko (:mod:`testbed.hosts.remote`).
+
+How the process is launched
+    ``ip netns exec NS /usr/sbin/sshd -D -e -f <run config>``, through :class:`subprocess.Popen`
+    with ``start_new_session=True``. ``ip netns exec`` enters the namespace, unshares a private
+    mount namespace (so ``/sys`` matches the netns) and then ``exec``\\ s sshd, so the pid we hold
+    *is* the sshd listener's pid. It is a session and process-group leader of its own, hence a
+    Ctrl-C in the orchestrator's terminal (SIGINT to the foreground group) does not reach it and
+    cannot race the orderly teardown. A ``preexec_fn`` calling ``setns`` was rejected: it is
+    unsafe in a multi-threaded process (paramiko runs a thread per connection) and it would not
+    give sshd the namespace-matching ``/sys``.
+
+Gotchas handled here
+    * sshd needs its privilege separation directory ``/run/sshd`` (created if missing, 0755).
+    * ``-D`` keeps sshd in the foreground, ``-e`` sends its log to stderr, which goes to
+      ``run_dir/logs/sshd-<host>.log``.
+    * The config is self-contained (Debian's ``/etc/ssh/sshd_config`` is not read, and with it its
+      ``Subsystem sftp`` line): we declare ``Subsystem sftp internal-sftp`` ourselves.
+    * ``UsePAM no`` means sshd itself checks for locked accounts: a root password field starting
+      with ``!`` in ``/etc/shadow`` makes sshd refuse root even with a valid key (``*`` is fine).
+    * On SIGTERM the listener exits but per-connection sshd processes (each in its own session)
+      survive by design. :meth:`SshdInstance.stop` therefore terminates the connection processes
+      first, while the listener is still alive to reap them (no zombies left behind where PID 1
+      does not reap orphans, e.g. minimal VMs/containers), then the listener's process group, then
+      SIGKILLs whatever of the recorded process tree is left.
+    * Readiness is judged inside the namespace (``/proc/<pid>/net/tcp{,6}`` shows the LISTEN
+      socket of sshd's own netns) and then, by default, by reading the SSH banner from the
+      caller's namespace, which proves the management path from the orchestrator works.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SshdError",
+    "SshdInstance",
+    "ensure_privsep_dir",
+    "netns_pids",
+    "kill_netns_processes",
+    "process_tree",
+]
+
+DEFAULT_SSHD = "/usr/sbin/sshd"
+PRIVSEP_DIR = Path("/run/sshd")
+NETNS_RUN_DIR = Path("/run/netns")
+
+
+class SshdError(RuntimeError):
+    """sshd could not be configured, started or reached."""
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+# --------------------------------------------------------------------------------------------
+def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, starttime) of ``pid``, or None if it does not exist."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = data[data.rindex(")") + 2 :].split()
+    # rest[0] = state, [1] = ppid, [2] = pgrp, ..., [19] = starttime
+    return rest[0], int(rest[1]), int(rest[2]), int(rest[19])
+
+
+def _is_live(pid: int, starttime: int | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (if given) has the same start time."""
+    st = _proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return starttime is None or st[3] == starttime
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def process_tree(root_pid: int) -> dict[int, int]:
+    """Descendants of ``root_pid`` (not including it) as ``{pid: starttime}``."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for pid in _all_pids():
+        st = _proc_stat(pid)
+        if st is None:
+            continue
+        children.setdefault(st[1], []).append((pid, st[3]))
+    out: dict[int, int] = {}
+    todo = [root_pid]
+    while todo:
+        parent = todo.pop()
+        for pid, start in children.get(parent, ()):
+            if pid not in out and pid != root_pid:
+                out[pid] = start
+                todo.append(pid)
+    return out
+
+
+def _netns_inode(namespace: str) -> int:
+    path = NETNS_RUN_DIR / namespace
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        raise SshdError(
+            f"network namespace {namespace!r} does not exist ({path} missing): "
+            "create it before starting its sshd"
+        ) from None
+
+
+def _pid_netns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def netns_pids(namespace: str) -> list[int]:
+    """Live (non-zombie) processes whose network namespace is ``namespace``."""
+    ino = _netns_inode(namespace)
+    me = os.getpid()
+    return [
+        pid
+        for pid in _all_pids()
+        if pid != me and _pid_netns_inode(pid) == ino and _is_live(pid)
+    ]
+
+
+def kill_netns_processes(namespace: str, grace: float = 3.0) -> list[int]:
+    """SIGTERM every process in ``namespace``, SIGKILL survivors after ``grace`` seconds.
+
+    Meant for lab teardown (a namespace is only really gone once no process holds it).
+    Returns the pids that were signalled.
+    """
+    targets = {pid: _proc_stat(pid) for pid in netns_pids(namespace)}
+    targets = {pid: st[3] for pid, st in targets.items() if st is not None}
+    for pid in targets:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_is_live(p, s) for p, s in targets.items()):
+        time.sleep(0.05)
+    for pid, start in targets.items():
+        if _is_live(pid, start):
+            log.warning("netns %s: pid %d ignored SIGTERM, sending SIGKILL", namespace, pid)
+            _signal(pid, signal.SIGKILL)
+    return sorted(targets)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _listening(pid: int, address: str, port: int) -> bool:
+    """Does the netns of ``pid`` have a TCP socket LISTENing on address:port (or a wildcard)?"""
+    want = ipaddress.ip_address(address)
+    files = ("tcp6",) if want.version == 6 else ("tcp",)
+    for fname in files:
+        try:
+            lines = Path(f"/proc/{pid}/net/{fname}").read_text().splitlines()[1:]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # 0A = TCP_LISTEN
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            if int(hexport, 16) != port:
+                continue
+            raw = bytes.fromhex(hexaddr)
+            # /proc prints the address as host-endian 32-bit words
+            words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+            if sys.byteorder == "little":
+                words = [w[::-1] for w in words]
+            got = ipaddress.ip_address(b"".join(words))
+            if got == want or got.is_unspecified:
+                return True
+    return False
+
+
+def ensure_privsep_dir(path: Path = PRIVSEP_DIR) -> None:
+    """sshd refuses to start without its privilege separation directory (root-owned, 0755)."""
+    if not path.is_dir():
+        log.info("creating sshd privilege separation directory %s", path)
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(path, 0o755)
+
+
+def _cfg_value(value: str | Path) -> str:
+    s = str(value)
+    if '"' in s or "\n" in s:
+        raise SshdError(f"cannot put {s!r} in sshd_config (quote or newline)")
+    return f'"{s}"' if any(c.isspace() for c in s) else s
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "(no log written)"
+    text = data[-limit:].decode(errors="replace").strip()
+    return text or "(log is empty)"
+
+
+# --------------------------------------------------------------------------------------------
+# The sshd instance
+# --------------------------------------------------------------------------------------------
+class SshdInstance:
+    """One sshd for one emulated host.
+
+    ``namespace``: the host's network namespace (``None``: the caller's own namespace).
+    ``address``/``port``: where sshd listens (``ListenAddress``).
+    ``run_dir``: the run's folder; config and pid file go to ``run_dir/sshd/``, the log to
+    ``run_dir/logs/sshd-<name>.log``.
+    ``host_key``/``authorized_keys``: this run's files (see :class:`testbed.hosts.keys.RunKeys`;
+    :meth:`from_run_keys` fills both in).
+    ``probe``: after sshd listens inside the namespace, also require its banner to be readable
+    from the caller's namespace (proves the management route works).
+    ``skip_shell_rc``: make the login shell (bash) skip ``~/.bashrc`` for ssh commands, as on a
+    host whose rc files are trivial; off by default, so the emulated host behaves like a real one.
+    ``extra_options``: more ``sshd_config`` keywords (override the defaults).
+    """
+
+    def __init__(
+        self,
+        namespace: str | None,
+        address: str,
+        port: int,
+        run_dir: Path,
+        *,
+        host_key: Path,
+        authorized_keys: Path,
+        name: str | None = None,
+        sshd_path: str = DEFAULT_SSHD,
+        start_timeout: float = 10.0,
+        probe: bool = True,
+        log_level: str = "VERBOSE",
+        skip_shell_rc: bool = False,
+        extra_options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.address = str(ipaddress.ip_address(address))
+        self.port = int(port)
+        if not 0 < self.port < 65536:
+            raise ValueError(f"bad port {port}")
+        self.run_dir = Path(run_dir)
+        self.host_key = Path(host_key)
+        self.authorized_keys = Path(authorized_keys)
+        self.name = name or namespace or f"{self.address}-{self.port}"
+        self.sshd_path = sshd_path
+        self.start_timeout = float(start_timeout)
+        self.probe = probe
+        self.log_level = log_level
+        self.skip_shell_rc = skip_shell_rc
+        self.extra_options = dict(extra_options or {})
+        self._proc: subprocess.Popen | None = None
+        self._log_fh = None
+
+    @classmethod
+    def from_run_keys(
+        cls, keys, name: str, namespace: str | None, run_dir: Path, **kwargs
+    ) -> "SshdInstance":
+        """Build the sshd of host ``name`` from a :class:`~testbed.hosts.keys.RunKeys`."""
+        entry = keys.hosts[name]
+        return cls(
+            namespace,
+            entry.address,
+            entry.port,
+            run_dir,
+            host_key=entry.key.private,
+            authorized_keys=keys.authorized_keys,
+            name=name,
+            **kwargs,
+        )
+
+    # ---- paths ----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "sshd" / f"sshd-{self.name}.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "sshd" / f"sshd-{self.name}.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "logs" / f"sshd-{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:
+        where = f"netns {self.namespace}" if self.namespace else "own netns"
+        return f"SshdInstance({self.name}, {self.address}:{self.port}, {where}, pid={self.pid})"
+
+    # ---- configuration --------------------------------------------------------------------
+    def config_text(self) -> str:
+        listen = (
+            f"[{self.address}]:{self.port}"
+            if ipaddress.ip_address(self.address).version == 6
+            else f"{self.address}:{self.port}"
+        )
+        # '%' is a token character in AuthorizedKeysFile
+        ak = _cfg_value(str(self.authorized_keys.resolve()).replace("%", "%%"))
+        options: dict[str, str] = {
+            "ListenAddress": listen,
+            "HostKey": _cfg_value(self.host_key.resolve()),
+            "AuthorizedKeysFile": ak,
+            "PidFile": _cfg_value(self.pid_file.resolve()),
+            "PubkeyAuthentication": "yes",
+            "AuthenticationMethods": "publickey",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "PermitRootLogin": "prohibit-password",
+            "StrictModes": "no",
+            "UsePAM": "no",
+            "Subsystem": "sftp internal-sftp",
+            "LogLevel": self.log_level,
+            "UseDNS": "no",
+            "PrintMotd": "no",
+            "PrintLastLog": "no",
+            "X11Forwarding": "no",
+            "PermitUserEnvironment": "no",
+            "LoginGraceTime": "30",
+            # the orchestrator opens several channels/connections at once
+            "MaxSessions": "64",
+            "MaxStartups": "64:30:128",
+            # drop connections of a vanished orchestrator
+            "ClientAliveInterval": "15",
+            "ClientAliveCountMax": "4",
+        }
+        if self.skip_shell_rc:
+            # Debian's bash sources ~/.bashrc for commands run over ssh when SHLVL < 1; a heavy
+            # root .bashrc (pyenv init, ...) then costs ~0.3 s per command. SHLVL=1 skips it.
+            options["SetEnv"] = "SHLVL=1"
+        options.update(self.extra_options)
+        lines = [f"# sshd config for emulated host {self.name} (written by testbed.hosts.sshd)"]
+        lines += [f"{k} {v}" for k, v in options.items()]
+        return "\n".join(lines) + "\n"
+
+    def write_config(self) -> Path:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text())
+        return self.config_path
+
+    def _check_prerequisites(self) -> None:
+        if os.geteuid() != 0:
+            raise SshdError("sshd for emulated hosts must be started as root")
+        if not os.access(self.sshd_path, os.X_OK):
+            raise SshdError(f"{self.sshd_path} not found or not executable (apt install openssh-server)")
+        for what, path in (("host key", self.host_key), ("authorized_keys", self.authorized_keys)):
+            if not path.is_file():
+                raise SshdError(f"{self.name}: {what} {path} does not exist")
+        mode = self.host_key.stat().st_mode & 0o077
+        if mode:
+            raise SshdError(
+                f"{self.name}: host key {self.host_key} is readable by group/others "
+                f"(mode {oct(self.host_key.stat().st_mode & 0o777)}); sshd rejects it, chmod 600"
+            )
+
+    def _launch_argv(self) -> list[str]:
+        argv = [self.sshd_path, "-D", "-e", "-f", str(self.config_path)]
+        if self.namespace is None:
+            return argv
+        ip = shutil.which("ip") or "/usr/sbin/ip"
+        return [ip, "netns", "exec", self.namespace, *argv]
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "SshdInstance":
+        """Start sshd and wait (bounded by ``start_timeout``) until it accepts connections."""
+        if self.running:
+            return self
+        self._check_prerequisites()
+        ns_ino = _netns_inode(self.namespace) if self.namespace is not None else None
+        ensure_privsep_dir()
+        self.write_config()
+        check = subprocess.run(
+            [self.sshd_path, "-t", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+        if check.returncode != 0:
+            raise SshdError(
+                f"{self.name}: sshd rejected its config {self.config_path}: "
+                f"{(check.stderr or check.stdout).strip()}"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(self.log_path, "ab", buffering=0)
+        self._log_fh.write(
+            f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting sshd for {self.name} "
+            f"at {self.address}:{self.port} ---\n".encode()
+        )
+        argv = self._launch_argv()
+        log.info("starting sshd for %s: %s", self.name, " ".join(argv))
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            self._log_fh.close()
+            self._log_fh = None
+            raise SshdError(f"{self.name}: cannot launch {argv[0]}: {e}") from e
+        try:
+            self._wait_ready(ns_ino)
+        except BaseException:
+            self.stop(grace=1.0)
+            raise
+        log.info("sshd for %s ready at %s:%s (pid %d)", self.name, self.address, self.port, self.pid)
+        return self
+
+    def _fail(self, why: str) -> SshdError:
+        time.sleep(0.05)  # let sshd flush its last words
+        return SshdError(
+            f"sshd for {self.name} ({self.address}:{self.port}"
+            f"{', netns ' + self.namespace if self.namespace else ''}) {why}.\n"
+            f"sshd log {self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def _wait_ready(self, ns_ino: int | None) -> None:
+        assert self._proc is not None
+        pid = self._proc.pid
+        deadline = time.monotonic() + self.start_timeout
+        listening = False
+        last_err: Exception | None = None
+        while True:
+            rc = self._proc.poll()
+            if rc is not None:
+                raise self._fail(f"exited with status {rc} during startup")
+            if not listening:
+                in_ns = ns_ino is None or _pid_netns_inode(pid) == ns_ino
+                listening = in_ns and _listening(pid, self.address, self.port)
+            if listening:
+                if not self.probe:
+                    return
+                try:
+                    banner = _read_banner(self.address, self.port, timeout=1.0)
+                    if banner.startswith(b"SSH-"):
+                        return
+                    last_err = SshdError(f"unexpected banner {banner[:60]!r}")
+                except OSError as e:
+                    last_err = e
+            if time.monotonic() >= deadline:
+                if not listening:
+                    raise self._fail(
+                        f"was not listening on {self.address}:{self.port} inside its namespace "
+                        f"after {self.start_timeout:g}s (is the address configured on an "
+                        "interface of the namespace?)"
+                    )
+                raise self._fail(
+                    f"listens inside its namespace but {self.address}:{self.port} is not "
+                    f"reachable from the orchestrator's namespace after {self.start_timeout:g}s "
+                    f"({last_err}); check the management veth, its addresses and routes"
+                )
+            time.sleep(0.02)
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Terminate sshd, its connection processes and their children. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                self._terminate(proc, grace)
+            else:
+                log.warning("sshd for %s had already exited with status %s", self.name, proc.returncode)
+        finally:
+            self._proc = None
+            if self._log_fh is not None:
+                try:
+                    self._log_fh.close()
+                finally:
+                    self._log_fh = None
+            try:
+                self.pid_file.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
+        pid = proc.pid
+        tree = process_tree(pid)
+        direct = {p: s for p, s in tree.items() if (_proc_stat(p) or ("", -1))[1] == pid}
+        # 1. connection processes first, while the listener is alive to reap them
+        for p in direct:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + max(grace / 2, 0.2)
+        while time.monotonic() < deadline and any(_is_live(p, s) for p, s in direct.items()):
+            time.sleep(0.02)
+        # 2. the listener's own process group
+        _killpg(pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=max(grace / 2, 0.2))
+        except subprocess.TimeoutExpired:
+            log.warning("sshd for %s ignored SIGTERM, sending SIGKILL", self.name)
+            _killpg(pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        # 3. anything of the recorded tree still alive (sessions' children, stragglers)
+        left = {p: s for p, s in tree.items() if _is_live(p, s)}
+        if left:
+            for p in left:
+                _signal(p, signal.SIGTERM)
+            deadline = time.monotonic() + max(grace / 2, 0.2)
+            while time.monotonic() < deadline and any(_is_live(p, s) for p, s in left.items()):
+                time.sleep(0.02)
+            for p, s in left.items():
+                if _is_live(p, s):
+                    _signal(p, signal.SIGKILL)
+        log.info("sshd for %s stopped (status %s)", self.name, proc.returncode)
+
+    def __enter__(self) -> "SshdInstance":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _read_banner(address: str, port: int, timeout: float) -> bytes:
+    with socket.create_connection((address, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        data = b""
+        while b"\n" not in data and len(data) < 256:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            data += chunk
+        # say hello so sshd logs a clean disconnect rather than a protocol error
+        try:
+            s.sendall(b"SSH-2.0-testbed_probe\r\n")
+        except OSError:
+            pass
+        return data
