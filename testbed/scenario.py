@@ -1,0 +1,1058 @@
+"""Scenario files: the typed model of one run, and the loader that checks it.
+
+A scenario (YAML, in ``scenarios/``) says which link, which hosts, which competing loads and which
+configurations to compare. ``load_scenario`` reads a file with ``yaml.safe_load``, checks every
+key and returns a frozen ``Scenario``; if anything is wrong it raises ``ScenarioError`` listing
+*every* problem, one line each, as ``FILE: key.path: what was expected, what was found``.
+A load above the link's capacity is only a warning (logged, and kept in ``Scenario.warnings``).
+
+``scenario_to_dict`` gives the scenario as loaded (defaults filled in, presets expanded, split
+points resolved to names) as JSON-serialisable data for a run's manifest; it parses back to an
+equal ``Scenario``.
+
+Emulated host names are 1-5 lowercase letters and digits (``md``, ``es``, ``ap``, ``enb``,
+``ext``, ``ext2``): they become part of namespace and interface names (``testbed.lab.names``).
+Emulated hosts may name a ``cpu`` share (a fraction of one core, at most the cores of the machine
+that validates the scenario) and ``torch_threads`` (default: the cpu share rounded down, at least
+1; without a cpu share, all the cores). Competing load (``sweep.loads_mbit``) is the total UDP
+rate asked of iperf3, shared equally by the ``ext`` hosts; ``uplink`` sends it ext -> es,
+``downlink`` es -> ext.
+
+In a real lab (``lab: {hosts: [...]}``) the inventory replaces ``hosts``; key and known_hosts files
+need not exist when a scenario is validated (``lab check`` checks them on the machine that runs
+it); ``~`` in paths is left for the SSH layer to expand. A host must pin its SSH host key
+(``known_hosts`` file or ``host_key`` line): the testbed never trusts an unknown key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from testbed import presets
+from testbed.configs import COMPRESSIONS, TABLE5_NAMES, Configuration, table5
+from testbed.lab import names
+from testbed.models import catalog
+from testbed.presets import LinkSpec, TcpSettings
+
+log = logging.getLogger(__name__)
+
+LAB_SUBNET = ipaddress.ip_network("198.18.0.0/15")
+"""RFC 2544 benchmarking range: every emulated host address lives here."""
+
+ROLES = ("md", "es", "ap", "enb", "ue", "ext")
+DIRECTIONS = ("uplink", "downlink")
+TOOLS = ("iperf3",)
+DEFAULT_MODEL = "densenet201"
+DEFAULT_N_CH = 12
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_UDP_PAYLOAD = 1472
+"""iperf3 -l: the largest UDP payload of an unfragmented 1500-byte IPv4 packet."""
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = "a name of letters, digits, '.', '_' or '-'"
+HOST_NAME_RE = names.HOST_RE
+HOST_NAME = (
+    "a host name of 1-5 lowercase letters and digits, starting with a letter "
+    "(it becomes part of namespace and interface names)"
+)
+LAB_HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+LAB_HOST_NAME = "a lowercase name of at most 32 letters, digits, '_' or '-', starting with a letter"
+IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+CC_RE = re.compile(r"^[a-z0-9_]+$")
+HOST_KEY_RE = re.compile(
+    r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)\s+[A-Za-z0-9+/=]+"
+)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or doubtful, for a warning) with a scenario."""
+
+    source: str
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.source}: {self.path}: {self.message}"
+        return f"{self.source}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host of the emulated lab (one network namespace)."""
+
+    name: str
+    role: str
+    address: str | None = None
+    """Inside ``LAB_SUBNET``; ``None``: the lab assigns one."""
+    cpu: float | None = None
+    """Share of one core (cgroup quota); ``None``: unlimited."""
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """A real host of a lab inventory, reached over SSH."""
+
+    name: str
+    role: str
+    address: str
+    user: str
+    port: int = 22
+    key_file: str | None = None
+    """Private key; ``None``: the SSH agent or the user's default keys."""
+    known_hosts: str | None = None
+    host_key: str | None = None
+    """One public-key line (``ssh-ed25519 AAAA...``) pinning the host's key."""
+    python: str = "python3"
+    testbed_path: str | None = None
+    """Checkout of this project on the host; ``None``: ``testbed`` is installed for ``python``."""
+    interfaces: dict[str, str] = field(default_factory=dict, hash=False)
+    """Logical name (e.g. ``wlan``, ``lab``) -> interface name on the host."""
+    sudo: bool = False
+    torch_threads: int | None = None
+    """``None``: torch's own default on that host."""
+
+
+@dataclass(frozen=True)
+class Lab:
+    kind: str = "emulated"
+    """``emulated`` (namespaces on this machine) or ``real`` (the inventory in ``hosts``)."""
+    hosts: tuple[LabHost, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    loads_mbit: tuple[float, ...] = (0.0,)
+    """Total competing UDP load per step, asked of iperf3 (UDP payload bits per second)."""
+    tool: str = "iperf3"
+    direction: str = "uplink"
+    """``uplink``: ext -> es (the MD's direction); ``downlink``: es -> ext."""
+    settle_s: float = 1.0
+    """Wait after starting the load before the first frame."""
+    repetitions: int = 1
+    packet_bytes: int = DEFAULT_UDP_PAYLOAD
+    """UDP payload per datagram (iperf3 ``-l``)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest message the tail accepts."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    lab: Lab
+    link: LinkSpec
+    hosts: tuple[Host, ...]
+    """Emulated lab only (empty for a real lab: see ``lab.hosts``)."""
+    sweep: Sweep
+    configurations: tuple[Configuration, ...]
+    frames: int
+    """Measured frames per step (configuration x load x repetition)."""
+    warmup: int
+    """Extra, untimed frames sent before the measured ones."""
+    capture_rate_hz: float | None
+    """Fixed capture rate; ``None``: capture the next frame when the previous reply arrived."""
+    images: str
+    """A folder of images, or ``builtin``."""
+    seed: int
+    model: str
+    n_ch: int
+    limits: Limits = Limits()
+    source: str = field(default="<string>", compare=False)
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+
+    @property
+    def emulated(self) -> bool:
+        return self.lab.kind == "emulated"
+
+    def members(self) -> tuple[Host | LabHost, ...]:
+        """Every host of the run, emulated or real."""
+        return self.hosts if self.emulated else self.lab.hosts
+
+    def by_role(self, role: str) -> tuple[Host | LabHost, ...]:
+        return tuple(h for h in self.members() if h.role == role)
+
+    def host(self, role: str) -> Host | LabHost:
+        """The one host with ``role`` (md, es, ap or enb)."""
+        (found,) = self.by_role(role)
+        return found
+
+    def configuration(self, name: str) -> Configuration:
+        for c in self.configurations:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- checking helpers
+
+
+class _Bad:
+    """Marks a value that failed its check (its problem is already recorded)."""
+
+    def __repr__(self) -> str:
+        return "<bad>"
+
+
+BAD: Any = _Bad()
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value:g})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def error(self, path: str, message: str) -> Any:
+        self.problems.append(Problem(self.source, path, message))
+        return BAD
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(Problem(self.source, path, message, "warning"))
+
+    # ---- scalar checks: return the value, or BAD after recording a problem
+
+    def number(
+        self,
+        value: Any,
+        path: str,
+        *,
+        minimum: float | None = None,
+        above: float | None = None,
+        maximum: float | None = None,
+        below: float | None = None,
+    ) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    hint = " (YAML 1.1 reads exponents without a dot as text: write 1.0e3)"
+                except ValueError:
+                    pass
+            return self.error(path, f"expected a number, got {_describe(value)}{hint}")
+        if not math.isfinite(value):
+            return self.error(path, f"expected a finite number, got {value}")
+        if minimum is not None and value < minimum:
+            return self.error(path, f"expected a number >= {minimum:g}, got {value:g}")
+        if above is not None and value <= above:
+            return self.error(path, f"expected a number > {above:g}, got {value:g}")
+        if maximum is not None and value > maximum:
+            return self.error(path, f"expected a number <= {maximum:g}, got {value:g}")
+        if below is not None and value >= below:
+            return self.error(path, f"expected a number < {below:g}, got {value:g}")
+        return float(value)
+
+    def integer(
+        self, value: Any, path: str, *, minimum: int | None = None, maximum: int | None = None
+    ) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return self.error(path, f"expected an integer, got {_describe(value)}")
+        if minimum is not None and value < minimum:
+            return self.error(path, f"expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            return self.error(path, f"expected an integer <= {maximum}, got {value}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> Any:
+        if not isinstance(value, bool):
+            return self.error(path, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def string(
+        self,
+        value: Any,
+        path: str,
+        *,
+        choices: tuple[str, ...] | None = None,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> Any:
+        if not isinstance(value, str):
+            return self.error(path, f"expected a string, got {_describe(value)}")
+        if choices is not None and value not in choices:
+            return self.error(
+                path,
+                f"expected one of {', '.join(choices)}, got {value!r}{_suggest(value, choices)}",
+            )
+        if not value:
+            return self.error(path, "expected a non-empty string, got ''")
+        if pattern is not None and not pattern.match(value):
+            return self.error(path, f"expected {what or pattern.pattern}, got {value!r}")
+        return value
+
+    def mapping(
+        self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any] | None:
+        """The mapping with unknown keys reported (and dropped); ``None`` if not a mapping."""
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {_describe(value)}")
+            return None
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or key not in allowed:
+                hint = _suggest(key, allowed) or f"; expected one of {', '.join(allowed)}"
+                self.error(_join(path, str(key)), f"unknown key {key!r}{hint}")
+                continue
+            out[key] = item
+        for key in required:
+            if out.get(key) is None:
+                self.error(_join(path, key), "required key is missing (or null)")
+        return out
+
+    def sequence(self, value: Any, path: str, *, nonempty: bool = True) -> list[Any] | None:
+        if not isinstance(value, list):
+            self.error(path, f"expected a list, got {_describe(value)}")
+            return None
+        if nonempty and not value:
+            self.error(path, "expected a non-empty list, got an empty one")
+            return None
+        return value
+
+    def optional(self, check: Callable[..., Any], value: Any, path: str, **kw: Any) -> Any:
+        return None if value is None else check(value, path, **kw)
+
+    def get(
+        self,
+        data: dict[str, Any],
+        key: str,
+        path: str,
+        check: Callable[..., Any],
+        default: Any = None,
+        **kw: Any,
+    ) -> Any:
+        """``data[key]`` checked at ``path.key``, or ``default`` when absent or null."""
+        value = data.get(key)
+        return default if value is None else check(value, _join(path, key), **kw)
+
+
+def _ok(*values: Any) -> bool:
+    return not any(v is BAD for v in values)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- sections
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "lab",
+    "link",
+    "hosts",
+    "sweep",
+    "configurations",
+    "frames",
+    "warmup",
+    "capture_rate_hz",
+    "images",
+    "seed",
+    "model",
+    "n_ch",
+    "limits",
+)
+LINK_KEYS = ("kind", "preset", *presets.SHAPING_FIELDS, "tcp")
+TCP_KEYS = tuple(f.name for f in dataclasses.fields(TcpSettings))
+HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
+LAB_KEYS = ("hosts",)
+LAB_HOST_KEYS = tuple(f.name for f in dataclasses.fields(LabHost))
+SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
+LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(Limits))
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Configuration))
+
+
+def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
+    data = ck.mapping(raw, "link", LINK_KEYS, required=("kind",))
+    if data is None:
+        return None
+    kind = ck.get(data, "kind", "link", ck.string, BAD, choices=presets.LINK_KINDS)
+    preset = ck.get(data, "preset", "link", ck.string, choices=tuple(presets.PRESETS))
+    section: dict[str, Any] = {}
+    checks = {
+        # ranges as testbed.lab.topology.LinkShape accepts them
+        "rate_mbit": lambda v, p: ck.number(v, p, above=0, maximum=100_000),
+        "delay_ms": lambda v, p: ck.number(v, p, minimum=0),
+        "jitter_ms": lambda v, p: ck.number(v, p, minimum=0),
+        "loss_pct": lambda v, p: ck.number(v, p, minimum=0, below=100),
+        "queue_packets": lambda v, p: ck.integer(v, p, minimum=1, maximum=100_000),
+        "overhead_bytes": lambda v, p: ck.integer(v, p, minimum=0, maximum=1000),
+        "fair_per_station": lambda v, p: ck.boolean(v, p),
+    }
+    for key, check in checks.items():
+        if data.get(key) is not None:
+            section[key] = check(data[key], f"link.{key}")
+    tcp: Any = TcpSettings()
+    if data.get("tcp") is not None:
+        t = ck.mapping(data["tcp"], "link.tcp", TCP_KEYS)
+        if t is None:
+            tcp = BAD
+        else:
+            ssai = ck.get(t, "slow_start_after_idle", "link.tcp", ck.boolean)
+            cc = ck.get(
+                t,
+                "congestion_control",
+                "link.tcp",
+                ck.string,
+                pattern=CC_RE,
+                what="a kernel congestion control name such as cubic, reno or bbr",
+            )
+            if _ok(ssai, cc):
+                default = TcpSettings()
+                tcp = TcpSettings(
+                    slow_start_after_idle=default.slow_start_after_idle if ssai is None else ssai,
+                    congestion_control=cc or default.congestion_control,
+                )
+            else:
+                tcp = BAD
+    if not _ok(kind, preset, tcp, *section.values()):
+        return None
+    try:
+        return presets.resolve_link({"kind": kind, "preset": preset, "tcp": tcp, **section})
+    except ValueError as exc:
+        field_name, _, message = str(exc).partition(": ")
+        ck.error(f"link.{field_name}", message)
+        return None
+
+
+def _parse_sweep(ck: _Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
+    if raw is None:
+        return Sweep()
+    data = ck.mapping(raw, "sweep", SWEEP_KEYS)
+    if data is None:
+        return None
+    d = Sweep()
+    loads: Any = d.loads_mbit
+    if "loads_mbit" in data:
+        items = ck.sequence(data["loads_mbit"], "sweep.loads_mbit")
+        if items is None:
+            loads = BAD
+        else:
+            parsed = []
+            seen: dict[float, int] = {}
+            for i, v in enumerate(items):
+                p = _join("sweep.loads_mbit", i)
+                x = ck.number(v, p, minimum=0)
+                if x is not BAD and x in seen:
+                    x = ck.error(p, f"duplicate load {x:g} (also sweep.loads_mbit[{seen[x]}])")
+                elif x is not BAD:
+                    seen[x] = i
+                    if link is not None and x > link.capacity_mbit:
+                        ck.warn(
+                            p,
+                            f"load {x:g} Mbit/s is above the link capacity "
+                            f"({link.capacity_mbit:g} Mbit/s, {link.preset}): the medium saturates",
+                        )
+                parsed.append(x)
+            loads = tuple(parsed) if _ok(*parsed) else BAD
+    tool = ck.get(data, "tool", "sweep", ck.string, d.tool, choices=TOOLS)
+    direction = ck.get(data, "direction", "sweep", ck.string, d.direction, choices=DIRECTIONS)
+    settle = ck.get(data, "settle_s", "sweep", ck.number, d.settle_s, minimum=0)
+    reps = ck.get(data, "repetitions", "sweep", ck.integer, d.repetitions, minimum=1)
+    packet = ck.get(
+        data, "packet_bytes", "sweep", ck.integer, d.packet_bytes, minimum=64, maximum=65507
+    )
+    if packet is not BAD and packet > DEFAULT_UDP_PAYLOAD:
+        ck.warn(
+            "sweep.packet_bytes",
+            f"{packet} bytes of UDP payload do not fit a 1500-byte IPv4 packet: IP fragments",
+        )
+    if not _ok(loads, tool, direction, settle, reps, packet):
+        return None
+    return Sweep(loads, tool, direction, settle, reps, packet)
+
+
+def _parse_configurations(
+    ck: _Checker, raw: Any, model: Any, n_ch: Any
+) -> tuple[Configuration, ...] | None:
+    items = ck.sequence(raw, "configurations")
+    if items is None:
+        return None
+    presets_ok = model is not BAD and n_ch is not BAD
+    built = table5(model, n_ch) if presets_ok else {}
+    out: list[Configuration | None] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(items):
+        path = _join("configurations", i)
+        config: Configuration | None = None
+        if isinstance(item, str):
+            if item not in TABLE5_NAMES:
+                ck.error(
+                    path,
+                    f"expected a Table-5 configuration ({', '.join(TABLE5_NAMES)}) or a mapping, "
+                    f"got {item!r}{_suggest(item, TABLE5_NAMES)}",
+                )
+            elif presets_ok:
+                config = built[item]
+                problems = config.problems()
+                for problem in problems:
+                    ck.error(path, f"{item} with model {model}: {problem}")
+                if problems:
+                    config = None
+        elif isinstance(item, dict):
+            config = _parse_configuration(ck, item, path, model)
+        else:
+            ck.error(
+                path, f"expected a Table-5 configuration name or a mapping, got {_describe(item)}"
+            )
+        if config is not None:
+            if config.name in names:
+                ck.error(
+                    _join(path, "name") if isinstance(item, dict) else path,
+                    f"duplicate configuration name {config.name!r} "
+                    f"(also configurations[{names[config.name]}])",
+                )
+                config = None
+            else:
+                names[config.name] = i
+        out.append(config)
+    if any(c is None for c in out):
+        return None
+    return tuple(c for c in out if c is not None)
+
+
+def _parse_configuration(ck: _Checker, item: dict, path: str, model: Any) -> Configuration | None:
+    data = ck.mapping(item, path, CONFIG_KEYS, required=("name", "mode"))
+    if data is None:
+        return None
+    n0 = len(ck.problems)
+    values: dict[str, Any] = {}
+    p = lambda k: _join(path, k)  # noqa: E731
+    if data.get("name") is not None:
+        values["name"] = ck.get(data, "name", path, ck.string, pattern=NAME_RE, what=NAME)
+    for key in ("mode", "kind", "compression"):
+        if data.get(key) is not None:
+            values[key] = ck.string(data[key], p(key))
+    if data.get("model") is not None:
+        values["model"] = ck.string(data["model"], p("model"))
+    elif model is BAD:
+        return None  # the scenario-level model's problem is already reported
+    else:
+        values["model"] = model
+    if data.get("split") is not None:
+        split = data["split"]
+        if isinstance(split, bool) or not isinstance(split, (int, str)):
+            values["split"] = ck.error(
+                p("split"), f"expected a split point name or 1-based index, got {_describe(split)}"
+            )
+        else:
+            values["split"] = split
+    if data.get("n_ch") is not None:
+        values["n_ch"] = ck.integer(data["n_ch"], p("n_ch"), minimum=1)
+    if data.get("quantize") is not None:
+        values["quantize"] = ck.boolean(data["quantize"], p("quantize"))
+    if data.get("jpeg_quality") is not None:
+        values["jpeg_quality"] = ck.get(
+            data, "jpeg_quality", path, ck.integer, minimum=1, maximum=100
+        )
+    if data.get("weights") is not None:
+        values["weights"] = ck.string(data["weights"], p("weights"))
+    if len(ck.problems) > n0 or "name" not in values or "mode" not in values:
+        return None
+    config = Configuration(**values)
+    problems = config.problems()
+    for problem in problems:
+        key, sep, message = problem.partition(": ")
+        if sep and key in CONFIG_KEYS:
+            value = getattr(config, key)
+            if isinstance(value, str) and ("expected one of" in message or key == "split"):
+                message += _suggest(value, _choices(config, key))
+            ck.error(p(key), message)
+        else:
+            ck.error(path, problem)
+    if problems:
+        return None
+    return config.validated()
+
+
+def _choices(config: Configuration, key: str) -> tuple[str, ...]:
+    if key == "mode":
+        return catalog.MODES
+    if key == "model":
+        return tuple(catalog.MODELS)
+    if key == "kind":
+        return catalog.KINDS
+    if key == "compression":
+        return COMPRESSIONS
+    if key == "split":
+        try:
+            return catalog.split_points(config.model, config.kind)
+        except KeyError:
+            return ()
+    return ()
+
+
+def _check_roles(
+    ck: _Checker,
+    hosts: list[tuple[str, str | None]],
+    path: str,
+    kind: str | None,
+    loads: Any,
+    real: bool,
+) -> None:
+    """Exactly one md, es and ap (wifi, wired) or enb (lte); ext hosts when any load > 0."""
+    if kind is None:
+        return
+    station = "enb" if kind == "lte" else "ap"
+    other = "ap" if kind == "lte" else "enb"
+    for i, (_, role) in enumerate(hosts):
+        rp = _join(_join(path, i), "role")
+        if role == other:
+            ck.error(rp, f"role {other!r} does not belong on a {kind} link (use {station!r})")
+        elif role == "ue" and not (real and kind == "lte"):
+            ck.error(
+                rp,
+                "role 'ue' is only for a real LTE lab (emulated MD and ext nodes are the UEs)"
+                if kind == "lte"
+                else f"role 'ue' does not belong on a {kind} link",
+            )
+    for role in ("md", "es", station):
+        n = sum(1 for _, r in hosts if r == role)
+        if n != 1:
+            ck.error(path, f"expected exactly one host with role {role!r} ({kind} link), found {n}")
+    loaded = isinstance(loads, tuple) and any(x > 0 for x in loads)
+    if loaded and not any(r == "ext" for _, r in hosts):
+        ck.error(
+            path,
+            "expected at least one host with role 'ext': sweep.loads_mbit asks for competing load",
+        )
+
+
+def _parse_hosts(
+    ck: _Checker, raw: Any, kind: str | None, loads: Any, cores: int
+) -> tuple[Host, ...] | None:
+    if raw is None:
+        station = "enb" if kind == "lte" else "ap"
+        raw = [
+            {"name": "md", "role": "md"},
+            {"name": "es", "role": "es"},
+            {"name": station, "role": station},
+            {"name": "ext", "role": "ext"},
+        ]
+    items = ck.sequence(raw, "hosts")
+    if items is None:
+        return None
+    out: list[Host | None] = []
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    roles: list[tuple[str, str | None]] = []
+    for i, item in enumerate(items):
+        path = _join("hosts", i)
+        data = ck.mapping(item, path, HOST_KEYS, required=("name", "role"))
+        if data is None:
+            out.append(None)
+            continue
+        n0 = len(ck.problems)
+        name = ck.get(data, "name", path, ck.string, BAD, pattern=HOST_NAME_RE, what=HOST_NAME)
+        if name is not BAD:
+            if name in names:
+                name = ck.error(
+                    _join(path, "name"), f"duplicate host name {name!r} (also hosts[{names[name]}])"
+                )
+            else:
+                names[name] = i
+        role = ck.get(data, "role", path, ck.string, BAD, choices=ROLES)
+        roles.append((str(name), role if role is not BAD else None))
+        address = None
+        if data.get("address") is not None:
+            address = _lab_address(ck, data["address"], _join(path, "address"))
+            if address is not BAD:
+                if address in addresses:
+                    address = ck.error(
+                        _join(path, "address"),
+                        f"duplicate address {address} (also hosts[{addresses[address]}])",
+                    )
+                else:
+                    addresses[address] = i
+        cpu = ck.get(data, "cpu", path, ck.number, above=0)
+        if cpu not in (None, BAD) and cpu > cores:
+            cpu = ck.error(
+                _join(path, "cpu"),
+                f"expected a share of at most the {cores} cores of this machine, got {cpu:g}",
+            )
+        threads = ck.get(data, "torch_threads", path, ck.integer, minimum=1)
+        if len(ck.problems) > n0:
+            out.append(None)
+            continue
+        if threads is None:
+            threads = max(1, math.floor(cpu)) if cpu is not None else cores
+        elif cpu is not None and threads > math.ceil(cpu):
+            ck.warn(
+                _join(path, "torch_threads"),
+                f"{threads} threads on a {cpu:g}-core share oversubscribe it "
+                "(expect slower frames)",
+            )
+        out.append(Host(name, role, address, cpu, threads))
+    _check_roles(ck, roles, "hosts", kind, loads, real=False)
+    if any(h is None for h in out):
+        return None
+    return tuple(h for h in out if h is not None)
+
+
+def _lab_address(ck: _Checker, value: Any, path: str) -> Any:
+    if not isinstance(value, str):
+        return ck.error(path, f"expected an IPv4 address in {LAB_SUBNET}, got {_describe(value)}")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return ck.error(path, f"expected an IPv4 address in {LAB_SUBNET}, got {value!r}")
+    if address not in LAB_SUBNET:
+        return ck.error(
+            path, f"expected an address inside the lab subnet {LAB_SUBNET}, got {value}"
+        )
+    if address in (LAB_SUBNET.network_address, LAB_SUBNET.broadcast_address):
+        return ck.error(path, f"expected a host address, got the subnet's own address {value}")
+    return str(address)
+
+
+def _parse_lab(
+    ck: _Checker, raw: Any, kind: str | None, loads: Any
+) -> Lab | None:
+    if raw is None or raw == "emulated":
+        return Lab()
+    if isinstance(raw, str):
+        ck.error("lab", f"expected 'emulated' or a mapping with an inventory of hosts, got {raw!r}")
+        return None
+    data = ck.mapping(raw, "lab", LAB_KEYS, required=("hosts",))
+    if data is None or "hosts" not in data:
+        return None
+    items = ck.sequence(data["hosts"], "lab.hosts")
+    if items is None:
+        return None
+    out: list[LabHost | None] = []
+    names: dict[str, int] = {}
+    roles: list[tuple[str, str | None]] = []
+    for i, item in enumerate(items):
+        path = _join("lab.hosts", i)
+        p = lambda k: _join(path, k)  # noqa: E731
+        d = ck.mapping(item, path, LAB_HOST_KEYS, required=("name", "role", "address", "user"))
+        if d is None:
+            out.append(None)
+            continue
+        n0 = len(ck.problems)
+        name = ck.get(d, "name", path, ck.string, BAD, pattern=LAB_HOST_NAME_RE, what=LAB_HOST_NAME)
+        if name is not BAD:
+            if name in names:
+                name = ck.error(
+                    p("name"), f"duplicate host name {name!r} (also lab.hosts[{names[name]}])"
+                )
+            else:
+                names[name] = i
+        role = ck.get(d, "role", path, ck.string, BAD, choices=ROLES)
+        roles.append((str(name), role if role is not BAD else None))
+        address = ck.get(d, "address", path, ck.string, BAD)
+        user = ck.get(d, "user", path, ck.string, BAD)
+        port = ck.get(d, "port", path, ck.integer, 22, minimum=1, maximum=65535)
+        values: dict[str, Any] = {}
+        for key in ("key_file", "known_hosts", "testbed_path"):
+            values[key] = ck.get(d, key, path, ck.string)
+        values["python"] = ck.get(d, "python", path, ck.string, "python3")
+        host_key = ck.get(d, "host_key", path, ck.string)
+        if isinstance(host_key, str) and not HOST_KEY_RE.match(host_key):
+            host_key = ck.error(
+                p("host_key"),
+                f"expected a public-key line such as 'ssh-ed25519 AAAA...', got {host_key!r}",
+            )
+        if d.get("known_hosts") is None and d.get("host_key") is None:
+            ck.error(path, "expected known_hosts or host_key: the host's SSH key must be pinned")
+        interfaces: dict[str, str] = {}
+        if d.get("interfaces") is not None:
+            raw_if = d["interfaces"]
+            if not isinstance(raw_if, dict):
+                ck.error(
+                    p("interfaces"),
+                    f"expected a mapping of name: interface, got {_describe(raw_if)}",
+                )
+            else:
+                for key, ifname in raw_if.items():
+                    ip = _join(p("interfaces"), str(key))
+                    if not isinstance(key, str):
+                        ck.error(ip, f"expected a string key, got {_describe(key)}")
+                    elif ck.string(ifname, ip, pattern=IFNAME_RE,
+                                   what="an interface name of at most 15 characters") is not BAD:
+                        interfaces[key] = ifname
+        sudo = ck.get(d, "sudo", path, ck.boolean, False)
+        threads = ck.get(d, "torch_threads", path, ck.integer, minimum=1)
+        if len(ck.problems) > n0:
+            out.append(None)
+            continue
+        out.append(
+            LabHost(
+                name=name,
+                role=role,
+                address=address,
+                user=user,
+                port=port,
+                host_key=host_key,
+                interfaces=interfaces,
+                sudo=sudo,
+                torch_threads=threads,
+                **values,
+            )
+        )
+    _check_roles(ck, roles, "lab.hosts", kind, loads, real=True)
+    if any(h is None for h in out):
+        return None
+    return Lab("real", tuple(h for h in out if h is not None))
+
+
+def _parse_limits(ck: _Checker, raw: Any) -> Limits | None:
+    if raw is None:
+        return Limits()
+    data = ck.mapping(raw, "limits", LIMIT_KEYS)
+    if data is None:
+        return None
+    if data.get("max_message_bytes") is None:
+        return Limits()
+    value = ck.integer(data["max_message_bytes"], "limits.max_message_bytes", minimum=1)
+    return None if value is BAD else Limits(value)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = None) -> Scenario:
+    """Check parsed YAML (or ``scenario_to_dict`` output) and build the ``Scenario``.
+
+    ``cores``: the cores an emulated host's ``cpu`` share may use (default: this machine's).
+    Raises ``ScenarioError`` with every problem found.
+    """
+    ck = _Checker(source)
+    cores = cores or _cores()
+    top = ck.mapping(data, "", TOP_KEYS, required=("name", "link", "configurations"))
+    if top is None:
+        raise ScenarioError(ck.problems)
+
+    name = ck.get(top, "name", "", ck.string, BAD, pattern=NAME_RE, what=NAME)
+    description = top.get("description")
+    if description is None or description == "":
+        description = ""
+    else:
+        description = ck.string(description, "description")
+    model = ck.get(top, "model", "", ck.string, DEFAULT_MODEL, choices=tuple(catalog.MODELS))
+    n_ch = ck.get(top, "n_ch", "", ck.integer, DEFAULT_N_CH, minimum=1)
+
+    link = _parse_link(ck, top["link"]) if "link" in top else None
+    kind = link.kind if link is not None else None
+    raw_link = top.get("link")
+    if kind is None and isinstance(raw_link, dict) and raw_link.get("kind") in presets.LINK_KINDS:
+        kind = raw_link["kind"]  # check roles even when other link keys are wrong
+    sweep = _parse_sweep(ck, top.get("sweep"), link)
+    loads = sweep.loads_mbit if sweep is not None else BAD
+
+    lab = _parse_lab(ck, top.get("lab"), kind, loads)
+    hosts: tuple[Host, ...] | None = ()
+    if lab is not None and lab.kind == "real":
+        if top.get("hosts") is not None:
+            ck.error("hosts", "a real lab's hosts come from lab.hosts: remove this section")
+    elif lab is not None:
+        hosts = _parse_hosts(ck, top.get("hosts"), kind, loads, cores)
+
+    configurations = None
+    if top.get("configurations") is not None:
+        configurations = _parse_configurations(ck, top["configurations"], model, n_ch)
+
+    frames = ck.get(top, "frames", "", ck.integer, 100, minimum=1)
+    default_warmup = min(5, frames - 1) if frames is not BAD else 0
+    warmup = ck.get(top, "warmup", "", ck.integer, default_warmup, minimum=0)
+    if _ok(frames, warmup) and warmup >= frames:
+        warmup = ck.error(
+            "warmup",
+            f"expected fewer warm-up frames than frames ({frames}), got {warmup}",
+        )
+    rate = ck.get(top, "capture_rate_hz", "", ck.number, above=0)
+    images = ck.get(top, "images", "", ck.string, "builtin")
+    seed = ck.get(top, "seed", "", ck.integer, 0, minimum=0)
+    limits = _parse_limits(ck, top.get("limits"))
+
+    if ck.problems:
+        raise ScenarioError(ck.problems)
+    for warning in ck.warnings:
+        log.warning("%s", warning)
+    sections = {"link": link, "sweep": sweep, "lab": lab, "hosts": hosts,
+                "configurations": configurations, "limits": limits}
+    unread = [key for key, value in sections.items() if value is None]
+    if unread:  # a section failed without saying why: a bug here, reported rather than hidden
+        raise ScenarioError([Problem(source, key, "could not be read") for key in unread])
+    assert link is not None and sweep is not None and lab is not None and hosts is not None
+    assert configurations is not None and limits is not None  # for the type checker
+    return Scenario(
+        name=name,
+        description=description,
+        lab=lab,
+        link=link,
+        hosts=hosts,
+        sweep=sweep,
+        configurations=configurations,
+        frames=frames,
+        warmup=warmup,
+        capture_rate_hz=rate,
+        images=images,
+        seed=seed,
+        model=model,
+        n_ch=n_ch,
+        limits=limits,
+        source=source,
+        warnings=tuple(ck.warnings),
+    )
+
+
+def load_scenario(path: str | Path, *, cores: int | None = None) -> Scenario:
+    """Read, check and build the scenario in ``path``; ``ScenarioError`` lists every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError([Problem(source, "", f"cannot read the scenario: {exc}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError([_yaml_problem(source, exc)]) from exc
+    duplicates = _duplicate_keys(source, text)
+    try:
+        scenario = parse_scenario(data, source, cores=cores)
+    except ScenarioError as exc:
+        raise ScenarioError(duplicates + exc.problems) from None
+    if duplicates:
+        raise ScenarioError(duplicates)
+    return scenario
+
+
+def scenario_to_dict(s: Scenario) -> dict[str, Any]:
+    """The scenario as loaded: JSON-serialisable, every default explicit; parses back equal."""
+    out: dict[str, Any] = {"name": s.name, "description": s.description}
+    if s.lab.kind == "emulated":
+        out["lab"] = "emulated"
+    else:
+        out["lab"] = {"hosts": [dataclasses.asdict(h) for h in s.lab.hosts]}
+    out["link"] = s.link.to_dict()
+    if s.lab.kind == "emulated":
+        out["hosts"] = [dataclasses.asdict(h) for h in s.hosts]
+    sweep = dataclasses.asdict(s.sweep)
+    sweep["loads_mbit"] = list(s.sweep.loads_mbit)
+    out["sweep"] = sweep
+    out["configurations"] = [c.to_dict() for c in s.configurations]
+    out.update(
+        frames=s.frames,
+        warmup=s.warmup,
+        capture_rate_hz=s.capture_rate_hz,
+        images=s.images,
+        seed=s.seed,
+        model=s.model,
+        n_ch=s.n_ch,
+        limits=dataclasses.asdict(s.limits),
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- YAML details
+
+
+def _yaml_problem(source: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = " ".join(
+        str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x
+    ) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return Problem(source, where, f"YAML syntax error: {what}")
+
+
+def _duplicate_keys(source: str, text: str) -> list[Problem]:
+    """Keys given twice in one mapping (``safe_load`` silently keeps the last one)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    problems: list[Problem] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key in seen:
+                    problems.append(
+                        Problem(
+                            source,
+                            _join(path, key),
+                            f"key given twice (lines {seen[key]} and "
+                            f"{key_node.start_mark.line + 1}); YAML would keep only the last",
+                        )
+                    )
+                elif key is not None:
+                    seen[key] = key_node.start_mark.line + 1
+                walk(value_node, _join(path, key) if key is not None else path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, _join(path, i))
+
+    walk(root, "")
+    return problems
