@@ -172,6 +172,121 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from testbed.scenario import ScenarioError, load_scenario
+
+    status = 0
+    for path in args.scenarios:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            print(exc, file=sys.stderr)
+            status = 2
+            continue
+        for warning in scenario.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{path}: ok ({len(scenario.configurations)} configurations x "
+              f"{len(scenario.sweep.loads_mbit)} loads x {scenario.sweep.repetitions} repetitions)")
+    return status
+
+
+def cmd_run(args) -> int:
+    from tqdm import tqdm
+
+    from analysis.summary import format_table, summarize
+    from testbed.emulated import EmulatedHosts
+    from testbed.lab.names import new_run_id
+    from testbed.orchestrator import (Orchestrator, Progress, finished_steps, keep_finished_frames,
+                                      plan_steps, scenario_of)
+    from testbed.records import read_records
+    from testbed.resultdir import FRAMES, new_result_dir
+    from testbed.scenario import ScenarioError, load_scenario
+
+    try:
+        if args.resume:
+            out = Path(args.resume)
+            scenario = scenario_of(out)
+            done = finished_steps(out)
+            keep_finished_frames(out, done)
+        else:
+            if not args.scenario:
+                raise SystemExit("give a SCENARIO file, or --resume RESULT_DIR")
+            scenario = load_scenario(args.scenario)
+            done = set()
+    except (ScenarioError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not scenario.emulated:
+        print("this scenario names real hosts; real labs are driven by `testbed lab` (not in this "
+              "version yet)", file=sys.stderr)
+        return 2
+    steps = [s for s in plan_steps(scenario) if s.id not in done]
+    if not args.resume:
+        out = new_result_dir(args.results, scenario.name)
+    if not steps:
+        print(f"nothing to do: every step of {out} is finished")
+        return 0
+    frames_per_step = scenario.frames + scenario.warmup
+    step_bar = tqdm(total=len(steps), unit="step", position=0, dynamic_ncols=True)
+    frame_bar = tqdm(total=frames_per_step, unit="frame", position=1, dynamic_ncols=True, leave=False)
+
+    def on_step(i, n, step):
+        step_bar.n = i
+        step_bar.set_description(f"{step.config.name} @ {step.load_mbit:g} Mbit/s")
+        step_bar.refresh()
+        frame_bar.reset(total=frames_per_step)
+
+    def on_frames(step, done_frames, median):
+        frame_bar.n = done_frames
+        if median is not None:
+            frame_bar.set_postfix_str(f"median total {median * 1e3:.0f} ms")
+        frame_bar.refresh()
+
+    print(f"results: {out}")
+    try:
+        with EmulatedHosts(scenario, out, new_run_id()) as hosts:
+            manifest = Orchestrator(scenario, out, hosts, Progress(on_step, on_frames)).run(steps)
+    except KeyboardInterrupt:
+        frame_bar.close()
+        step_bar.close()
+        print(f"\ninterrupted; the lab is torn down. Finished steps are kept; continue with:\n"
+              f"  testbed run --resume {out}", file=sys.stderr)
+        return 130
+    step_bar.n = len(steps)
+    frame_bar.close()
+    step_bar.close()
+    failed = {k: v["status"] for k, v in manifest["steps"].items() if not v["status"].startswith("ok")}
+    if (out / FRAMES).exists():
+        print(format_table(summarize(read_records(out / FRAMES))))
+    for step, status in failed.items():
+        print(f"step {step}: {status}", file=sys.stderr)
+    print(f"\nresults: {out}")
+    return 1 if failed else 0
+
+
+def cmd_doctor(args) -> int:
+    from testbed.lab.capabilities import doctor
+
+    for cap in doctor():
+        mark = "ok " if cap.available else "-- "
+        print(f"{mark} {cap.name:16s} {cap.detail}")
+        if not cap.available and cap.fix:
+            print(f"    {'':16s} fix: {cap.fix}")
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from testbed.lab.cleanup import clean
+
+    removed = clean(dry_run=args.dry_run, include_live=args.all)
+    verb = "would remove" if args.dry_run else "removed"
+    for item in removed:
+        print(f"{verb} {item}")
+    if not removed:
+        print("nothing left behind by the testbed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed", description=DESCRIPTION, epilog=EPILOG,
@@ -234,6 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the data of the paper's Figures 3 and 5).")
     p.add_argument("model", nargs="?")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("validate", help="check scenario files without running anything",
+                       description="Load and validate scenario files; print every problem with "
+                       "its file, key path and what was expected.")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a scenario's traffic-load sweep (root, emulated lab)",
+                       description="Bring the emulated lab up (namespaces, shaped medium, one sshd "
+                       "per host), run every step (load x repetition x configuration) over SSH, "
+                       "write results/<UTC time>-<scenario>/ and tear everything down, also on "
+                       "error and Ctrl-C.")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="scenario YAML file")
+    p.add_argument("--resume", metavar="RESULT_DIR", help="run only the unfinished steps of RESULT_DIR")
+    p.add_argument("--results", default="results", help="folder for result folders (default results)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("doctor", help="what this machine can emulate, and what to install",
+                       description="Probe kernel and tools: namespaces, veth, netem, tbf, htb, ifb, "
+                       "u32/mirred, CPU cgroups, sshd, iperf3, hostapd, QEMU/KVM.")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("clean", help="remove what a killed run left behind",
+                       description="Remove namespaces, interfaces, ifb devices, cgroups and "
+                       "processes whose names carry the testbed's prefix; nothing else.")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--all", action="store_true", help="also runs whose owner process is alive")
+    p.set_defaults(func=cmd_clean)
     return parser
 
 

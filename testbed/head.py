@@ -157,8 +157,8 @@ def _one_frame(
             link.sock.sendall(data)
             reply = wire.read_message(link.sock, REPLY_MAX_BYTES)
             reply_ns = time.perf_counter_ns()
-        except (OSError, wire.WireError) as exc:
-            reply, status = None, f"error: link: {exc}"
+        except (OSError, wire.WireError, wire.PeerClosed) as exc:
+            reply, status = None, f"error: link: {exc or 'the tail closed the connection'}"
         if isinstance(reply, wire.Result):
             predicted, es_ns = reply.predicted, reply.es_proc_ns
         elif isinstance(reply, wire.Error):

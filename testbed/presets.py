@@ -172,18 +172,20 @@ class TcpSettings:
     slow_start_after_idle: ``net.ipv4.tcp_slow_start_after_idle``. Linux's default (True) shrinks
         the congestion window to the initial window after an idle RTO, so a 75 KB frame sent after
         a pause needs several round trips while a 10 KB bottleneck fits in the first window.
-    congestion_control: ``net.ipv4.tcp_congestion_control`` (the kernel must have it; ``lab
-        check`` verifies).
+    congestion_control: ``net.ipv4.tcp_congestion_control``; ``None`` (the default) keeps the
+        kernel's own, which the manifest records. Inside a network namespace only the algorithms
+        in the host-wide ``net.ipv4.tcp_allowed_congestion_control`` may be chosen (some kernels
+        allow only ``reno bbr`` there), and the testbed does not change host-wide settings.
     """
 
     slow_start_after_idle: bool = True
-    congestion_control: str = "cubic"
+    congestion_control: str | None = None
 
     def sysctls(self) -> dict[str, str]:
-        return {
-            "net.ipv4.tcp_slow_start_after_idle": "1" if self.slow_start_after_idle else "0",
-            "net.ipv4.tcp_congestion_control": self.congestion_control,
-        }
+        out = {"net.ipv4.tcp_slow_start_after_idle": "1" if self.slow_start_after_idle else "0"}
+        if self.congestion_control:
+            out["net.ipv4.tcp_congestion_control"] = self.congestion_control
+        return out
 
 
 @dataclass(frozen=True)

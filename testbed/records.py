@@ -49,6 +49,7 @@ class FrameRecord:
     status: str
     step: str = ""
     load_mbit: float | None = None
+    load_achieved_mbit: float | None = None
     repetition: int = 0
     capture_ns: int = 0
 
@@ -100,7 +101,7 @@ class RecordWriter:
 
 
 _INT = {"n_ch", "frame_id", "payload_bytes", "wire_bytes", "predicted", "repetition", "capture_ns"}
-_FLOAT = {"md_proc", "es_proc", "comm", "total", "load_mbit"}
+_FLOAT = {"md_proc", "es_proc", "comm", "total", "load_mbit", "load_achieved_mbit"}
 
 
 def _parse(name: str, value: str):

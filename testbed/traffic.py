@@ -18,8 +18,13 @@ Facts about iperf3 (checked with iperf 3.12, the one Debian 12 ships) this modul
   else a ``sum`` marked ``"sender": false`` (older iperf3 versions have no ``sum_received``).
 * The server of a reverse (``-R``) test only sends: its report has no receiver numbers.
 * A failure is a JSON document with an ``"error"`` key (and exit status 1 for most errors,
-  but 0 for "unable to connect to server"). An interrupted test also carries ``"error"``, with
-  partial and inconsistent sums: it is not a valid measurement.
+  but 0 for "unable to connect to server"). An interrupted test also carries ``"error"``: the
+  *client's* partial sums are inconsistent, but when the client is stopped (SIGINT or SIGTERM)
+  the *server's* report, with ``"error": "the client has terminated"``, keeps its per-second
+  intervals and a correct ``end.sum_received`` for the time the load ran. The orchestrator
+  relies on this: a step's length is not known in advance, so the load runs with a generous
+  ``-t`` and is stopped when the step's frames are done (``parse_report(...,
+  stopped_by_client=True)`` on the server's output).
 * ``--idle-timeout N`` with ``-1`` makes a server that no client reached exit after N seconds,
   with status 0 and no output at all. Older iperf3 versions may lack the option: pass
   ``idle_timeout_s=None`` for them and bound the process from outside.
@@ -190,11 +195,21 @@ def _has_data(block: Any) -> bool:
     )
 
 
-def parse_report(doc: str | bytes | dict[str, Any], asked_mbit: float | None = None) -> LoadReport:
+CLIENT_TERMINATED = "the client has terminated"
+
+
+def parse_report(
+    doc: str | bytes | dict[str, Any],
+    asked_mbit: float | None = None,
+    *,
+    stopped_by_client: bool = False,
+) -> LoadReport:
     """A ``LoadReport`` from one iperf3 ``--json`` output (client's or server's).
 
     ``asked_mbit`` defaults to the report's own target bitrate. Raises ``IperfError`` for iperf3's
     ``{"error": ...}`` documents, empty or non-JSON output, and non-UDP tests.
+    ``stopped_by_client``: this is a server's report of a test whose client we stopped on
+    purpose; its "client has terminated" error is expected and its receiver numbers are kept.
     """
     if isinstance(doc, (str, bytes)):
         text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
@@ -206,8 +221,9 @@ def parse_report(doc: str | bytes | dict[str, Any], asked_mbit: float | None = N
             raise IperfError(f"iperf3 output is not JSON ({exc}): {text[:200]!r}") from None
     if not isinstance(doc, dict):
         raise IperfError(f"iperf3 report is not a JSON object: {type(doc).__name__}")
-    if doc.get("error"):
-        raise IperfError(f"iperf3 failed: {doc['error']}", doc)
+    error = doc.get("error")
+    if error and not (stopped_by_client and CLIENT_TERMINATED in str(error)):
+        raise IperfError(f"iperf3 failed: {error}", doc)
     start = doc.get("start") or {}
     test = start.get("test_start") or {}
     protocol = test.get("protocol")

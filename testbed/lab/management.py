@@ -1,0 +1,83 @@
+"""The management network: how the orchestrator reaches each emulated host's sshd.
+
+The orchestrator runs in the root network namespace; every emulated host lives in its own. Each
+host namespace gets one extra veth pair to the root namespace, on which its sshd listens. This
+path is separate from the shaped medium, so control traffic (SSH, SFTP) never queues behind
+frames or competing load, and frames never cross it: the head and the tail talk over the lab
+addresses, through the AP.
+
+Addresses: 198.19.255.0/24 (the top of the benchmarking range, above the wired hosts' /24s),
+one /30 per host: the k-th host's root side is ``.4k+1`` and its namespace side ``.4k+2``.
+Interface names carry the run's owned prefix (root side ``tb<run>-m<host>``, namespace side
+``tb<run>-n<host>``), so ``testbed clean`` removes them after a killed run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from pyroute2 import IPRoute
+
+from testbed.lab import cleanup, names
+
+log = logging.getLogger(__name__)
+
+MANAGEMENT_NET = ipaddress.ip_network("198.19.255.0/24")
+MAX_HOSTS = MANAGEMENT_NET.num_addresses // 4
+
+
+@dataclass(frozen=True)
+class ManagementLink:
+    host: str
+    namespace: str
+    root_interface: str
+    root_address: str
+    address: str
+    """Where the host's sshd listens."""
+
+
+def plan_links(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
+    if len(hosts) > MAX_HOSTS:
+        raise ValueError(f"the management network has room for {MAX_HOSTS} hosts, got {len(hosts)}")
+    base = MANAGEMENT_NET.network_address
+    return [
+        ManagementLink(
+            host=h,
+            namespace=names.namespace_name(run_id, h),
+            root_interface=names.interface_name(run_id, "m" + h),
+            root_address=str(base + 4 * k + 1),
+            address=str(base + 4 * k + 2),
+        )
+        for k, h in enumerate(hosts)
+    ]
+
+
+def create(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
+    """Add a management veth to each host namespace (which must exist)."""
+    links = plan_links(run_id, hosts)
+    with IPRoute() as root:
+        for link in links:
+            peer = names.interface_name(run_id, "n" + link.host)
+            root.link("add", ifname=link.root_interface, kind="veth",
+                      peer={"ifname": peer, "net_ns_fd": cleanup.netns_path(link.namespace)})
+            index = root.link_lookup(ifname=link.root_interface)[0]
+            root.addr("add", index=index, address=link.root_address, prefixlen=30)
+            root.link("set", index=index, state="up")
+            with IPRoute(netns=link.namespace, flags=0) as ns:
+                inner = ns.link_lookup(ifname=peer)[0]
+                ns.addr("add", index=inner, address=link.address, prefixlen=30)
+                ns.link("set", index=inner, state="up")
+            log.debug("management link %s: %s <-> %s", link.host, link.root_address, link.address)
+    return links
+
+
+def remove(links: Sequence[ManagementLink]) -> None:
+    """Delete the root-side ends (the namespace ends go with them); missing ones are fine."""
+    with IPRoute() as root:
+        for link in links:
+            found = root.link_lookup(ifname=link.root_interface)
+            if found:
+                root.link("del", index=found[0])

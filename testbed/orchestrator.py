@@ -1,0 +1,369 @@
+"""Run a scenario: a traffic-load sweep over a set of SSH-driven hosts.
+
+For each step (load x repetition x configuration): start the competing load (iperf3 UDP from
+the ext node(s) to the ES), let it settle, run the head on the MD for warm-up plus N frames
+against the tail on the ES, stop the load, fetch the records and the iperf3 report, and write
+them into the result folder. A step that fails is recorded as failed and the sweep goes on;
+every finished step is already on disk, and ``resume`` runs only the steps not yet finished.
+
+The orchestrator only ever talks to hosts through ``Host`` (paramiko): the emulated lab and a
+real lab differ only in how their host set is brought up.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from testbed import traffic
+from testbed.configs import Configuration
+from testbed.hosts.remote import Host
+from testbed.records import RecordWriter, read_records
+from testbed.resultdir import FRAMES, MANIFEST, now_utc, software_versions, write_json
+from testbed.scenario import Scenario, parse_scenario, scenario_to_dict
+
+log = logging.getLogger(__name__)
+
+TAIL_PORT = 5500
+IPERF_PORT = 5201
+FRAME_TIMEOUT_S = 60.0
+"""Upper bound of one frame's time, used only to bound waits (never to judge results)."""
+
+
+class HostSet(Protocol):
+    run_id: str
+    python: str
+    workdir: str
+
+    def host(self, name: str) -> Host: ...
+    def address(self, name: str) -> str: ...
+    def manifest(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    load_mbit: float
+    repetition: int
+    config: Configuration
+
+
+def plan_steps(scenario: Scenario) -> list[Step]:
+    """Every step of the sweep, load-major (all configurations see the same load in turn)."""
+    return [
+        Step(f"L{load:g}-r{rep}-{config.name}", float(load), rep, config)
+        for load in scenario.sweep.loads_mbit
+        for rep in range(scenario.sweep.repetitions)
+        for config in scenario.configurations
+    ]
+
+
+@dataclass
+class Progress:
+    """Callbacks for a display; the library itself only logs."""
+
+    on_step: Callable[[int, int, Step], None] = lambda i, n, step: None
+    on_frames: Callable[[Step, int, float | None], None] = lambda step, done, median: None
+
+
+class Orchestrator:
+    def __init__(self, scenario: Scenario, out: Path, hosts: HostSet, progress: Progress | None = None):
+        self.scenario = scenario
+        self.out = Path(out)
+        self.hosts = hosts
+        self.progress = progress or Progress()
+        self.md = scenario.host("md")
+        self.es = scenario.host("es")
+        self.ext = scenario.by_role("ext")
+        self.manifest: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ manifest
+    def _load_manifest(self) -> None:
+        path = self.out / MANIFEST
+        self.manifest = json.loads(path.read_text()) if path.exists() else {}
+        self.manifest.setdefault("schema", 1)
+        self.manifest.setdefault("steps", {})
+        self.manifest.update(
+            scenario=scenario_to_dict(self.scenario),
+            run_id=self.hosts.run_id,
+            versions=software_versions(),
+            lab=self.hosts.manifest(),
+            cpu_caps={h.name: h.cpu for h in self.scenario.hosts},
+            torch_threads={h.name: h.torch_threads for h in self.scenario.hosts},
+            status="running",
+        )
+        self.manifest.setdefault("started", now_utc())
+        self._save()
+
+    def _save(self) -> None:
+        write_json(self.out / MANIFEST, self.manifest)
+
+    # ------------------------------------------------------------------ run
+    def run(self, steps: list[Step]) -> dict[str, Any]:
+        self._load_manifest()
+        (self.out / "traffic").mkdir(exist_ok=True)
+        (self.out / "steps").mkdir(exist_ok=True)
+        self.hosts.host("md").run(["mkdir", "-p", self.hosts.workdir], timeout=10)
+        tail = self._start_tail()
+        try:
+            self._wait_for_tail()
+            for i, step in enumerate(steps):
+                self.progress.on_step(i, len(steps), step)
+                self._run_step(step)
+            self.manifest["status"] = "complete"
+        except KeyboardInterrupt:
+            self.manifest["status"] = "interrupted"
+            raise
+        except BaseException as exc:
+            self.manifest["status"] = f"error: {exc}"
+            raise
+        finally:
+            tail.stop()
+            self._fetch_logs(tail)
+            self.manifest["finished"] = now_utc()
+            self._save()
+        return self.manifest
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.hosts.python, "-m", "testbed", *args]
+
+    def _start_tail(self):
+        es = self.hosts.host(self.es.name)
+        argv = self._argv(
+            "tail", "--host", self.hosts.address(self.es.name), "--port", str(TAIL_PORT),
+            "--threads", str(self.es.torch_threads), "--seed", str(self.scenario.seed),
+            "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
+        )
+        return es.start(argv, "tail", self.hosts.workdir)
+
+    def _wait_for_tail(self, timeout: float = 120.0) -> None:
+        """Probe the tail from the MD, through the AP: proves routing before any frame."""
+        probe = (
+            "import socket,sys,time\n"
+            "end=time.monotonic()+float(sys.argv[3])\n"
+            "while True:\n"
+            "    try:\n"
+            "        socket.create_connection((sys.argv[1],int(sys.argv[2])),2).close(); break\n"
+            "    except OSError:\n"
+            "        if time.monotonic()>end: sys.exit('tail not reachable')\n"
+            "        time.sleep(0.3)\n"
+        )
+        self.hosts.host(self.md.name).run(
+            [self.hosts.python, "-c", probe, self.hosts.address(self.es.name), str(TAIL_PORT),
+             str(timeout)], timeout=timeout + 15,
+        )
+
+    def _run_step(self, step: Step) -> None:
+        record: dict[str, Any] = {
+            "load_asked_mbit": step.load_mbit, "repetition": step.repetition,
+            "config": step.config.name, "started": now_utc(),
+        }
+        self.manifest["steps"][step.id] = record
+        started = time.monotonic()
+        try:
+            achieved, frames_s = self._measure(step, record)
+            record.update(status="ok" if not record.get("failed_frames") else
+                          f"ok ({record['failed_frames']} frames failed)")
+            record["load_achieved_mbit"] = achieved
+            record["frames_s"] = frames_s
+        except KeyboardInterrupt:
+            record["status"] = "interrupted"
+            raise
+        except Exception as exc:
+            log.exception("step %s failed", step.id)
+            record["status"] = f"failed: {exc}"
+        finally:
+            record["wall_s"] = round(time.monotonic() - started, 3)
+            record["finished"] = now_utc()
+            record["loadavg"] = self._loadavg()
+            self._save()
+
+    def _measure(self, step: Step, record: dict[str, Any]) -> tuple[float, float]:
+        load = self._start_load(step)
+        try:
+            if load:
+                time.sleep(self.scenario.sweep.settle_s)
+            frames_s = self._run_head(step, record)
+        finally:
+            achieved = self._stop_load(step, load, record)
+        self._collect(step, achieved)
+        return achieved, frames_s
+
+    # ------------------------------------------------------------------ competing load
+    def _start_load(self, step: Step) -> list[tuple[Any, Any]]:
+        if not traffic.needs_traffic(step.load_mbit) or not self.ext:
+            return []
+        es = self.hosts.host(self.es.name)
+        es_addr = self.hosts.address(self.es.name)
+        frames = self.scenario.frames + self.scenario.warmup
+        bound = traffic.load_duration_s(frames * FRAME_TIMEOUT_S, self.scenario.sweep.settle_s)
+        pairs = []
+        share = step.load_mbit / len(self.ext)
+        for k, ext in enumerate(self.ext):
+            port = IPERF_PORT + k
+            server = es.start(traffic.server_argv(es_addr, port, idle_timeout_s=bound),
+                              f"iperf3-server-{ext.name}", self.hosts.workdir)
+            self._wait_listening(es, port)
+            client = self.hosts.host(ext.name).start(
+                traffic.client_argv(es_addr, share, bound, port=port,
+                                    length=self.scenario.sweep.packet_bytes,
+                                    reverse=self.scenario.sweep.direction == "downlink"),
+                f"iperf3-client-{ext.name}", self.hosts.workdir)
+            pairs.append((server, client))
+        return pairs
+
+    @staticmethod
+    def _wait_listening(host: Host, port: int, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            out = host.run(["ss", "-Htln", f"sport = :{port}"], timeout=10, check=False)
+            if out.stdout.strip():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{host.name}: iperf3 server not listening on port {port} after {timeout} s")
+
+    def _stop_load(self, step: Step, pairs, record: dict[str, Any]) -> float:
+        if not pairs:
+            return 0.0
+        achieved = 0.0
+        reports = {}
+        for server, client in pairs:
+            client.stop()  # SIGTERM: the server then reports what it received until now
+            server.wait(15)
+            server.stop()
+            out = self._read_remote(server.host, server.stdout_path)
+            try:
+                report = traffic.parse_report(out, stopped_by_client=True)
+                achieved += report.achieved_mbit
+                reports[server.name] = report.raw
+            except traffic.IperfError as exc:
+                reports[server.name] = {"error": str(exc), "output": out[:2000]}
+                raise RuntimeError(f"competing load: {exc}") from exc
+            finally:
+                write_json(self.out / "traffic" / f"{step.id}.json", reports)
+        record["load_achieved_mbit"] = round(achieved, 3)
+        asked = step.load_mbit
+        record["load_error_pct"] = round(100 * (achieved - asked) / asked, 1)
+        return achieved
+
+    @staticmethod
+    def _read_remote(host: Host, path: str) -> str:
+        return host.run(["cat", path], timeout=30, check=False).stdout
+
+    # ------------------------------------------------------------------ frames
+    def _records_path(self, step: Step) -> str:
+        return f"{self.hosts.workdir}/{step.id}.csv"
+
+    def _run_head(self, step: Step, record: dict[str, Any]) -> float:
+        md = self.hosts.host(self.md.name)
+        remote = self._records_path(step)
+        md.run(["rm", "-f", remote], timeout=10)
+        argv = self._argv(
+            "head", "--config-json", json.dumps(step.config.to_dict()),
+            "--frames", str(self.scenario.frames), "--warmup", str(self.scenario.warmup),
+            "--images", str(self.scenario.images), "--records", remote,
+            "--threads", str(self.md.torch_threads), "--seed", str(self.scenario.seed),
+            "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
+            "--repetition", str(step.repetition),
+        )
+        if step.config.mode != "LC":
+            argv += ["--connect", f"{self.hosts.address(self.es.name)}:{TAIL_PORT}"]
+        if self.scenario.capture_rate_hz:
+            argv += ["--capture-rate", str(self.scenario.capture_rate_hz)]
+        total = self.scenario.frames + self.scenario.warmup
+        head = md.start(argv, f"head-{step.id}", self.hosts.workdir)
+        started = time.monotonic()
+        deadline = started + 120 + total * FRAME_TIMEOUT_S
+        try:
+            while True:
+                rc = head.wait(1.0)
+                self._report_frames(step, md, remote)
+                if rc is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"head did not finish {total} frames in {deadline - started:.0f} s")
+        finally:
+            head.stop()
+            self._fetch_logs(head)
+        if rc not in (0, 1):  # 1: some frames failed but were recorded
+            err = self._read_remote(md, head.stderr_path).strip().splitlines()
+            raise RuntimeError(f"head exited with status {rc}: {err[-1] if err else 'no output'}")
+        return time.monotonic() - started
+
+    def _report_frames(self, step: Step, md: Host, remote: str) -> None:
+        text = self._read_remote(md, remote)
+        rows = list(csv.DictReader(text.splitlines()))
+        totals = [float(r["total"]) for r in rows if r.get("warmup") == "False" and r.get("total")]
+        self.progress.on_frames(step, len(rows), statistics.median(totals) if totals else None)
+
+    def _collect(self, step: Step, achieved: float) -> None:
+        """Fetch the step's records from the MD, keep them raw, and add them to frames.csv."""
+        md = self.hosts.host(self.md.name)
+        raw = self.out / "steps" / f"{step.id}.csv"
+        md.get(self._records_path(step), raw)
+        records = list(read_records(raw))
+        failed = sum(r.status != "ok" for r in records)
+        expected = self.scenario.frames + self.scenario.warmup
+        self.manifest["steps"][step.id].update(frames=len(records), failed_frames=failed)
+        if len(records) < expected:
+            self.manifest["steps"][step.id]["failed_frames"] = failed + expected - len(records)
+        with RecordWriter(self.out / FRAMES) as writer:
+            for r in records:
+                r.load_achieved_mbit = round(achieved, 3) if step.load_mbit else 0.0
+                writer.write(r)
+
+    # ------------------------------------------------------------------ misc
+    def _loadavg(self) -> dict[str, Any]:
+        out = {}
+        for h in self.scenario.hosts:
+            try:
+                text = self.hosts.host(h.name).run(["cat", "/proc/loadavg"], timeout=10).stdout
+                one = float(text.split()[0])
+                cores = int(self.hosts.host(h.name).run(["nproc"], timeout=10).stdout.strip())
+                out[h.name] = {"load1": one, "cores": cores, "saturated": one > cores}
+            except Exception as exc:  # informational only
+                out[h.name] = {"error": str(exc)}
+        return out
+
+    def _fetch_logs(self, proc) -> None:
+        try:
+            proc.fetch_logs(self.out / "logs")
+        except Exception as exc:
+            log.warning("could not fetch logs of %s: %s", proc.name, exc)
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def finished_steps(out: Path) -> set[str]:
+    manifest = json.loads((Path(out) / MANIFEST).read_text())
+    return {k for k, v in manifest.get("steps", {}).items() if str(v.get("status", "")).startswith("ok")}
+
+
+def scenario_of(out: Path) -> Scenario:
+    """The scenario a result folder was made with (as loaded then)."""
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{out} has no {MANIFEST}: not a result folder")
+    return parse_scenario(json.loads(path.read_text())["scenario"], source=str(path))
+
+
+def keep_finished_frames(out: Path, finished: set[str]) -> None:
+    """Drop rows of unfinished steps from frames.csv (an interrupted step may have left some)."""
+    path = Path(out) / FRAMES
+    if not path.exists():
+        return
+    rows = [r for r in read_records(path) if r.step in finished]
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    with RecordWriter(tmp) as writer:
+        for r in rows:
+            writer.write(r)
+    os.replace(tmp, path)
