@@ -113,7 +113,7 @@ def cmd_head(args) -> int:
     )
     try:
         failed = run_head(settings, args.records)
-    except HeadError as exc:
+    except (HeadError, ValueError, OSError) as exc:  # could not start: bad weights, images, tail
         print(f"head: {exc}", file=sys.stderr)
         return 2
     print(f"{args.frames + args.warmup - failed} frames ok, {failed} failed -> {args.records}")

@@ -168,11 +168,10 @@ class Orchestrator:
         self.manifest["steps"][step.id] = record
         started = time.monotonic()
         try:
-            achieved, frames_s = self._measure(step, record)
+            frames_s = self._measure(step, record)
             record.update(status="ok" if not record.get("failed_frames") else
                           f"ok ({record['failed_frames']} frames failed)")
-            record["load_achieved_mbit"] = achieved
-            record["frames_s"] = frames_s
+            record["frames_s"] = round(frames_s, 3)
         except KeyboardInterrupt:
             record["status"] = "interrupted"
             raise
@@ -185,7 +184,7 @@ class Orchestrator:
             record["loadavg"] = self._loadavg()
             self._save()
 
-    def _measure(self, step: Step, record: dict[str, Any]) -> tuple[float, float]:
+    def _measure(self, step: Step, record: dict[str, Any]) -> float:
         load = self._start_load(step)
         try:
             if load:
@@ -194,7 +193,7 @@ class Orchestrator:
         finally:
             achieved = self._stop_load(step, load, record)
         self._collect(step, achieved)
-        return achieved, frames_s
+        return frames_s
 
     # ------------------------------------------------------------------ competing load
     def _start_load(self, step: Step) -> list[tuple[Any, Any]]:
@@ -231,6 +230,7 @@ class Orchestrator:
 
     def _stop_load(self, step: Step, pairs, record: dict[str, Any]) -> float:
         if not pairs:
+            record["load_achieved_mbit"] = 0.0
             return 0.0
         achieved = 0.0
         reports = {}
@@ -248,9 +248,9 @@ class Orchestrator:
                 raise RuntimeError(f"competing load: {exc}") from exc
             finally:
                 write_json(self.out / "traffic" / f"{step.id}.json", reports)
-        record["load_achieved_mbit"] = round(achieved, 3)
-        asked = step.load_mbit
-        record["load_error_pct"] = round(100 * (achieved - asked) / asked, 1)
+        achieved = round(achieved, 3)
+        record["load_achieved_mbit"] = achieved
+        record["load_error_pct"] = round(100 * (achieved - step.load_mbit) / step.load_mbit, 1)
         return achieved
 
     @staticmethod
@@ -316,7 +316,7 @@ class Orchestrator:
             self.manifest["steps"][step.id]["failed_frames"] = failed + expected - len(records)
         with RecordWriter(self.out / FRAMES) as writer:
             for r in records:
-                r.load_achieved_mbit = round(achieved, 3) if step.load_mbit else 0.0
+                r.load_achieved_mbit = achieved
                 writer.write(r)
 
     # ------------------------------------------------------------------ misc

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from testbed.lab import capabilities, cleanup, cpu, names, shaping
-from testbed.lab.topology import EmulatedLab, HostPlan, LabPlan, LinkShape
+from testbed.lab.topology import EmulatedLab, HostPlan, LabError, LabPlan, LinkShape
 
 pytestmark = pytest.mark.root
 
@@ -56,6 +56,8 @@ needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3
 
 @pytest.fixture(scope="module")
 def caps() -> capabilities.Capabilities:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, qdiscs, cgroups)")
     if _REASON:
         pytest.skip(_REASON)
     return capabilities.detect()
@@ -281,7 +283,7 @@ def test_up_down_leaves_nothing(caps) -> None:
         for hs in st.hosts.values():
             for ifname, off in hs.offloads.items():
                 n_if += 1
-                assert off["tso"] is False and off["gso"] is False and off["gro"] is False, (ifname, off)
+                assert (off["tso"], off["gso"], off["gro"]) == (False, False, False), (ifname, off)
         assert n_if >= 7  # 3 host ends + 3 router ends + the downlink ifb
         # the report is JSON-serialisable and names both directions
         d = json.loads(json.dumps(st.to_dict()))
@@ -433,6 +435,13 @@ def test_clean_skips_live_runs(caps) -> None:
         removed = cleanup.clean(dry_run=True)
         assert not any(lab.run_id in line for line in removed)
         assert cleanup.clean(run_id=lab.run_id, dry_run=True)  # it would, if asked by run id
+        assert len(cleanup.owned_namespaces(lab.run_id)) == 4
+        # a second lab with the same run id refuses to start and does not tear down the first
+        twin = EmulatedLab(LabPlan.star(LinkShape(rate_mbit=5), run_id=lab.run_id),
+                           capabilities=caps)
+        with pytest.raises(LabError, match="in use"):
+            twin.up()
+        twin.down()
         assert len(cleanup.owned_namespaces(lab.run_id)) == 4
 
 

@@ -87,6 +87,10 @@ KERNEL_FIX = {
 }
 
 
+def _missing(name: str, detail: str) -> Capability:
+    return Capability(name, False, detail, KERNEL_FIX[name])
+
+
 def _err(e: BaseException) -> str:
     code = getattr(e, "code", None) or getattr(e, "errno", None)
     msg = e.args[1] if len(getattr(e, "args", ())) > 1 else str(e)
@@ -97,7 +101,8 @@ def _binary(name: str, path: str | None, fix: str) -> Capability:
     found = path if path and os.access(path, os.X_OK) else shutil.which(name)
     if found:
         return Capability(name, True, found)
-    return Capability(name, False, f"{name} not found" + (f" (looked at {path} and PATH)" if path else " in PATH"), fix)
+    where = f" (looked at {path} and PATH)" if path else " in PATH"
+    return Capability(name, False, f"{name} not found{where}", fix)
 
 
 def _kvm() -> Capability:
@@ -131,7 +136,8 @@ def _kvm() -> Capability:
             os.close(fd)
         return Capability("kvm", True, f"/dev/kvm usable (API {api}), cpu flags {','.join(virt)}")
     except OSError as e:
-        return Capability("kvm", False, f"/dev/kvm not usable: {_err(e)}", "add the user to group kvm or run as root")
+        return Capability("kvm", False, f"/dev/kvm not usable: {_err(e)}",
+                          "add the user to group kvm or run as root")
 
 
 def _probe_network() -> list[Capability]:
@@ -153,7 +159,7 @@ def _probe_network() -> list[Capability]:
             cleanup.create_namespace(ns)
             out.append(Capability("netns", True, "network namespaces (created and removed one)"))
         except Exception as e:
-            out.append(Capability("netns", False, f"cannot create a namespace: {_err(e)}", KERNEL_FIX["netns"]))
+            out.append(_missing("netns", f"cannot create a namespace: {_err(e)}"))
             return out
         with IPRoute(netns=ns, flags=0, ext_ack=True) as ipr:
             try:
@@ -162,7 +168,7 @@ def _probe_network() -> list[Capability]:
                 ipr.link("set", index=index, state="up")
                 out.append(Capability("veth", True, "veth pairs"))
             except Exception as e:
-                out.append(Capability("veth", False, f"cannot create veth: {_err(e)}", KERNEL_FIX["veth"]))
+                out.append(_missing("veth", f"cannot create veth: {_err(e)}"))
                 return out
 
             def try_qdisc(name: str, add) -> None:
@@ -197,14 +203,14 @@ def _probe_network() -> list[Capability]:
                 out.append(Capability("clsact", True, "clsact qdisc (ingress/egress filter hooks)"))
                 clsact = True
             except Exception as e:
-                out.append(Capability("clsact", False, f"adding clsact failed: {_err(e)}", KERNEL_FIX["clsact"]))
+                out.append(_missing("clsact", f"adding clsact failed: {_err(e)}"))
                 clsact = False
             try:
                 ipr.link("add", ifname=ifb, kind="ifb")
                 ifb_index = ipr.link_lookup(ifname=ifb)[0]
                 out.append(Capability("ifb", True, "ifb devices"))
             except Exception as e:
-                out.append(Capability("ifb", False, f"cannot create ifb: {_err(e)}", KERNEL_FIX["ifb"]))
+                out.append(_missing("ifb", f"cannot create ifb: {_err(e)}"))
                 ifb_index = None
             if clsact and ifb_index:
                 try:
@@ -227,10 +233,10 @@ def _probe_network() -> list[Capability]:
                         out.append(Capability("mirred", False, d, KERNEL_FIX["mirred"]))
                     except Exception:
                         out.append(Capability("u32", False, d, KERNEL_FIX["u32"]))
-                        out.append(Capability("mirred", False, "not probed (u32 missing)", KERNEL_FIX["mirred"]))
+                        out.append(_missing("mirred", "not probed (u32 missing)"))
             else:
                 for n in ("u32", "mirred"):
-                    out.append(Capability(n, False, "not probed (needs clsact and ifb)", KERNEL_FIX[n]))
+                    out.append(_missing(n, "not probed (needs clsact and ifb)"))
         # segmentation offloads, through pyroute2's ethtool ioctl inside the namespace
         try:
             from pyroute2.ethtool.ioctl import IoctlEthtool
@@ -267,7 +273,8 @@ def detect(*, probe_network: bool = True) -> Capabilities:
     """All capabilities; network ones probed in a throwaway namespace (needs root)."""
     items: list[Capability] = []
     root = os.geteuid() == 0
-    items.append(Capability("root", root, f"euid {os.geteuid()}", "" if root else "run as root (sudo)"))
+    items.append(Capability("root", root, f"euid {os.geteuid()}",
+                            "" if root else "run as root (sudo)"))
     if probe_network:
         items += _probe_network()
     sup = cpu.detect_cpu_support()
@@ -287,9 +294,12 @@ def detect(*, probe_network: bool = True) -> Capabilities:
     items.append(_binary("sshd", "/usr/sbin/sshd", "apt-get install openssh-server"))
     items.append(_binary("iperf3", None, "apt-get install iperf3"))
     items.append(_binary("ethtool", "/usr/sbin/ethtool", "apt-get install ethtool"))
-    items.append(_binary("hostapd", "/usr/sbin/hostapd", "apt-get install hostapd (real WiFi labs)"))
-    items.append(_binary("wpa_supplicant", "/usr/sbin/wpa_supplicant", "apt-get install wpasupplicant (real WiFi labs)"))
-    items.append(_binary("qemu-system-x86_64", None, "apt-get install qemu-system-x86 (VM access point with netem)"))
+    items.append(_binary("hostapd", "/usr/sbin/hostapd",
+                         "apt-get install hostapd (real WiFi labs)"))
+    items.append(_binary("wpa_supplicant", "/usr/sbin/wpa_supplicant",
+                         "apt-get install wpasupplicant (real WiFi labs)"))
+    items.append(_binary("qemu-system-x86_64", None,
+                         "apt-get install qemu-system-x86 (VM access point with netem)"))
     items.append(_kvm())
     return Capabilities(tuple(items))
 

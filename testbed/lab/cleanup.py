@@ -403,11 +403,15 @@ def find_leftovers() -> dict[str, dict[str, list[str]]]:
         )
 
     for ns in owned_namespaces():
-        slot(names.parse_namespace_name(ns)[0])["namespaces"].append(ns)  # type: ignore[index]
+        parsed = names.parse_namespace_name(ns)
+        if parsed:
+            slot(parsed[0])["namespaces"].append(ns)
     for run, links in _owned_root_links().items():
         slot(run)["links"] += links
     for d in cpu.owned_run_dirs():
-        slot(names.parse_cgroup_name(os.path.basename(d)))["cgroups"].append(d)  # type: ignore[arg-type]
+        run = names.parse_cgroup_name(os.path.basename(d))
+        if run:
+            slot(run)["cgroups"].append(d)
     for run in recorded_runs():
         slot(run)["records"].append(_record_path(run))
     return runs

@@ -30,9 +30,9 @@ what the rate delivers in 0.5 ms of timer slack, ``(1514 + O) + R*0.5 ms`` (1702
 bucket of exactly one frame, tokens that arrive while the dequeue timer is late overflow the full
 bucket and are lost (measured here: 24 Mbit/s gave 22.56 instead of 22.95 Mbit/s of TCP goodput,
 10 Mbit/s 9.46 instead of 9.56). tbf *drops* any packet larger than its bucket, so the bucket is
-never smaller than one frame, and its size is computed in kernel ticks rounded *up*. The report states ``small_transfer_optimism_ms`` = burst*8/R: small transfers
-are optimistic by up to that much. HTB lets a class run one packet into debt, so its optimism
-is (burst + one frame)*8/R.
+never smaller than one frame, and its size is computed in kernel ticks rounded *up*. The report
+states ``small_transfer_optimism_ms`` = burst*8/R: small transfers are optimistic by up to that
+much. HTB lets a class run one packet into debt, so its optimism is (burst + one frame)*8/R.
 
 Both netem and tbf/htb charge whole Ethernet frames (skb->len incl. the 14-byte header, + O):
 expected TCP goodput is R * 1448/(1514 + O) (MSS 1448 with timestamps); the report gives it.
@@ -538,23 +538,22 @@ def apply_shape(
                 ipr, index, shape, stations if shape.fair_per_station else (), match,
                 burst, overhead, netem, report,
             )
-        # filters, as the kernel holds them (summary)
+        # filters, as the kernel holds them (classid), with the match we installed (pyroute2
+        # 0.9 decodes u32 keys 4 bytes off, so the keys themselves are not read back)
         if backend.startswith("htb"):
+            wanted = {c["classid"]: c["match"]
+                      for c in report.applied.get("per_station_classes", [])}
             for m in ipr.get_filters(index=index, parent=0x10000):
                 opts = m.get_attr("TCA_OPTIONS")
-                if opts is None:
+                classid = opts.get_attr("TCA_U32_CLASSID") if opts is not None else None
+                if classid is None:
                     continue
-                classid = opts.get_attr("TCA_U32_CLASSID")
-                sel = opts.get_attr("TCA_U32_SEL")
-                if classid is None or sel is None:
-                    continue
-                keys = [
-                    f"{k['key_val']:08x}/{k['key_mask']:08x} at {k['key_off']}"
-                    for k in sel["keys"]
-                ]
-                report.filters.append(
-                    {"kind": "u32", "classid": handle_str(classid), "keys": keys}
-                )
+                cid = handle_str(classid)
+                report.filters.append({"kind": "u32", "classid": cid,
+                                       "match": wanted.get(cid, "?")})
+            missing = set(wanted) - {f["classid"] for f in report.filters}
+            if missing:
+                raise RuntimeError(f"u32 filters missing for classes {sorted(missing)}")
 
     tree = read_tree(namespace, ifname)
     report.qdiscs = tree["qdiscs"]

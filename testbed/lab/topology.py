@@ -1,11 +1,11 @@
-"""The emulated lab: one network namespace per host, a star around the AP (or eNB), one shared medium.
+"""The emulated lab: one network namespace per host, a star around the AP/eNB, one shared medium.
 
 Topology (paper Section V: a WiFi/LTE cell with the MD and external nodes as stations and the ES
 wired to the AP)::
 
         md  (tb-<run>-md)   198.18.1.2/24 ──veth── 198.18.1.1 ┐
-        ext (tb-<run>-ext)  198.18.2.2/24 ──veth── 198.18.2.1 ├ ap (tb-<run>-ap), ip_forward=1
-        es  (tb-<run>-es)   198.19.0.2/24 ──veth── 198.19.0.1 ┘
+        ext (tb-<run>-ext)  198.18.2.2/24 ──veth── 198.18.2.1 ├ ap (tb-<run>-ap)
+        es  (tb-<run>-es)   198.19.0.2/24 ──veth── 198.19.0.1 ┘   ip_forward=1
 
 Address plan (from ``LabPlan.subnet``, default 198.18.0.0/15, the benchmarking range): the first
 half (198.18.0.0/16) holds the wireless stations (roles ``md`` and ``ext``), the k-th station
@@ -456,6 +456,7 @@ class EmulatedLab:
         self.state: LabState | None = None
         self.teardown_log: list[str] = []
         self._owner_pid = os.getpid()
+        self._claimed = False
 
     # ------------------------------------------------------------------ names
     @property
@@ -510,6 +511,7 @@ class EmulatedLab:
         try:
             with signals_deferred():
                 self._check_capabilities()
+                self._claimed = True  # from here on, owned objects of this run id are ours
                 self._register()
                 self._create_namespaces()
                 self._create_links()
@@ -533,12 +535,19 @@ class EmulatedLab:
         A no-op in a forked child of the process that built the lab (e.g. pyroute2's helper
         processes, which inherit this stack and may be stopped with SIGTERM/SIGINT).
         """
-        if os.getpid() != self._owner_pid:
-            return
+        if os.getpid() != self._owner_pid or not self._claimed:
+            return  # a forked helper, or up() never got past its checks (maybe: run id in use)
         with signals_deferred():
             self._close_sockets()
             self.teardown_log = cleanup.remove_run(self.run_id)
             self._cpu_groups.clear()
+            self._cpu_notes.clear()
+            self._redirects.clear()
+            self._reports = []
+            self._offloads.clear()
+            self._sysctls.clear()
+            self._notes = []
+            self._uplink_if = self._downlink_if = None
             self.state = None
 
     # ------------------------------------------------------------------ steps
@@ -563,7 +572,8 @@ class EmulatedLab:
                     "a shared medium for several stations needs " + ", ".join(missing) + ": "
                     + "; ".join(f"{self._caps[c].fix}" for c in missing))
         if cleanup.owned_namespaces(self.run_id):
-            raise LabError(f"run id {self.run_id} is in use: {cleanup.owned_namespaces(self.run_id)}")
+            raise LabError(
+                f"run id {self.run_id} is in use: {cleanup.owned_namespaces(self.run_id)}")
 
     def _register(self) -> None:
         cleanup.register_run(self.run_id, kind="lab", extra={
@@ -597,8 +607,9 @@ class EmulatedLab:
             if h.name == router:
                 continue
             host_if, router_if = names.veth_names(self.run_id, h.name)
+            peer_ns = cleanup.netns_path(self.namespace(h.name))
             ripr.link("add", ifname=router_if, kind="veth",
-                      peer={"ifname": host_if, "net_ns_fd": cleanup.netns_path(self.namespace(h.name))})
+                      peer={"ifname": host_if, "net_ns_fd": peer_ns})
             ripr.link("set", index=ripr.link_lookup(ifname=router_if)[0], state="up")
             hipr = self._ns_ipr(h.name)
             found = hipr.link_lookup(ifname=host_if)
@@ -683,7 +694,8 @@ class EmulatedLab:
             wired_ifs = [self.router_interface(h.name) for h in self.plan.wired]
             if names.is_owned_ifb(self._uplink_if) and new_redirects:
                 for i in wired_ifs:
-                    self._redirects.append(shaping.redirect_to_ifb(ns, i, self._uplink_if, "egress"))
+                    self._redirects.append(
+                        shaping.redirect_to_ifb(ns, i, self._uplink_if, "egress"))
             r = shaping.apply_shape(ns, self._uplink_if, up_shape, self._caps, label="uplink",
                                     stations=stations, match="src", feeds=wired_ifs)
             reports.append(r)
@@ -691,7 +703,8 @@ class EmulatedLab:
             st_ifs = [self.router_interface(h.name) for h in self.plan.stations]
             if names.is_owned_ifb(self._downlink_if) and new_redirects:
                 for i in st_ifs:
-                    self._redirects.append(shaping.redirect_to_ifb(ns, i, self._downlink_if, "egress"))
+                    self._redirects.append(
+                        shaping.redirect_to_ifb(ns, i, self._downlink_if, "egress"))
             r = shaping.apply_shape(ns, self._downlink_if, down_shape, self._caps,
                                     label="downlink", stations=stations, match="dst", feeds=st_ifs)
             reports.append(r)
