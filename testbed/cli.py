@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -219,6 +220,10 @@ def cmd_run(args) -> int:
     if not scenario.emulated:
         print("this scenario names real hosts; real labs are driven by `testbed lab` (not in this "
               "version yet)", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("the emulated lab needs root (network namespaces, qdiscs, sshd): run as root, or try "
+              "`testbed demo` (loopback, no root)", file=sys.stderr)
         return 2
     steps = [s for s in plan_steps(scenario) if s.id not in done]
     if not args.resume:
