@@ -257,6 +257,13 @@ def cmd_run(args) -> int:
         print(f"\ninterrupted; the lab is torn down. Finished steps are kept; continue with:\n"
               f"  testbed run --resume {out}", file=sys.stderr)
         return 130
+    except Exception as exc:  # bring-up or teardown failed: everything made is already removed
+        frame_bar.close()
+        step_bar.close()
+        logging.getLogger("testbed").info("run failed", exc_info=True)
+        print(f"\nthe run failed: {exc}\n(-v shows the trace; `testbed doctor` checks this "
+              f"machine; finished steps, if any, are in {out})", file=sys.stderr)
+        return 2
     step_bar.n = len(steps)
     frame_bar.close()
     step_bar.close()

@@ -116,6 +116,12 @@ class Orchestrator:
             self._wait_for_tail()
             for i, step in enumerate(steps):
                 self.progress.on_step(i, len(steps), step)
+                if step.config.mode != "LC" and not tail.alive():
+                    log.warning("the tail on %s died; restarting it before step %s",
+                                self.es.name, step.id)
+                    self._fetch_logs(tail)
+                    tail = self._start_tail()
+                    self._wait_for_tail()
                 self._run_step(step)
             self.manifest["status"] = "complete"
         except KeyboardInterrupt:

@@ -6,8 +6,12 @@ path is separate from the shaped medium, so control traffic (SSH, SFTP) never qu
 frames or competing load, and frames never cross it: the head and the tail talk over the lab
 addresses, through the AP.
 
-Addresses: 198.19.255.0/24 (the top of the benchmarking range, above the wired hosts' /24s),
-one /30 per host: the k-th host's root side is ``.4k+1`` and its namespace side ``.4k+2``.
+Addresses: one /24 per run from 198.19.128.0/17 (the top half of the benchmarking range's
+wired side, far above the wired hosts' /24s), chosen from the run id and skipping any /24 the
+root namespace already has an address in, so several runs on one machine never share one (an
+early version used one fixed /24, and two concurrent runs reached each other's sshd: the pinned
+host keys refused it). One /30 per host: the k-th host's root side is ``.4k+1`` and its
+namespace side ``.4k+2``.
 Interface names carry the run's owned prefix (root side ``tb<run>-m<host>``, namespace side
 ``tb<run>-n<host>``), so ``testbed clean`` removes them after a killed run.
 """
@@ -25,8 +29,8 @@ from testbed.lab import cleanup, names
 
 log = logging.getLogger(__name__)
 
-MANAGEMENT_NET = ipaddress.ip_network("198.19.255.0/24")
-MAX_HOSTS = MANAGEMENT_NET.num_addresses // 4
+MANAGEMENT_POOL = ipaddress.ip_network("198.19.128.0/17")
+MAX_HOSTS = 256 // 4
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,30 @@ class ManagementLink:
     """Where the host's sshd listens."""
 
 
-def plan_links(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
+def _used_networks() -> set[ipaddress.IPv4Network]:
+    with IPRoute() as root:
+        return {
+            ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/24", strict=False)
+            for a in root.get_addr(family=2)
+        }
+
+
+def pick_subnet(run_id: str) -> ipaddress.IPv4Network:
+    """A /24 of the pool that no root-namespace address is in, starting from the run id's."""
+    blocks = list(MANAGEMENT_POOL.subnets(new_prefix=24))
+    used = _used_networks()
+    start = int(run_id, 16) % len(blocks)
+    for i in range(len(blocks)):
+        block = blocks[(start + i) % len(blocks)]
+        if block not in used:
+            return block
+    raise RuntimeError(f"no free /24 left in {MANAGEMENT_POOL} for a management network")
+
+
+def plan_links(run_id: str, hosts: Sequence[str], subnet: ipaddress.IPv4Network) -> list[ManagementLink]:
     if len(hosts) > MAX_HOSTS:
         raise ValueError(f"the management network has room for {MAX_HOSTS} hosts, got {len(hosts)}")
-    base = MANAGEMENT_NET.network_address
+    base = subnet.network_address
     return [
         ManagementLink(
             host=h,
@@ -57,7 +81,7 @@ def plan_links(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
 
 def create(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
     """Add a management veth to each host namespace (which must exist)."""
-    links = plan_links(run_id, hosts)
+    links = plan_links(run_id, hosts, pick_subnet(run_id))
     with IPRoute() as root:
         for link in links:
             peer = names.interface_name(run_id, "n" + link.host)
