@@ -21,6 +21,8 @@ emulated or real links, under competing traffic.
 
 EPILOG = """\
 examples:
+  testbed run scenarios/quickstart.yaml     a load sweep on the emulated lab (root)
+  testbed run --resume results/<run>        finish an interrupted sweep
   testbed demo                              five Table 5 configurations over loopback
   testbed tail --host 0.0.0.0 --port 5500   serve tails on an edge server
   testbed head --connect 198.19.0.2:5500 --preset mimic-bottleneck --records frames.csv
@@ -217,10 +219,6 @@ def cmd_run(args) -> int:
     except (ScenarioError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    if not scenario.emulated:
-        print("this scenario names real hosts; real labs are driven by `testbed lab` (not in this "
-              "version yet)", file=sys.stderr)
-        return 2
     if os.geteuid() != 0:
         print("the emulated lab needs root (network namespaces, qdiscs, sshd): run as root, or try "
               "`testbed demo` (loopback, no root)", file=sys.stderr)
@@ -248,9 +246,24 @@ def cmd_run(args) -> int:
         frame_bar.refresh()
 
     print(f"results: {out}")
+    if scenario.emulated:
+        host_set = lambda: EmulatedHosts(scenario, out, new_run_id())  # noqa: E731
+        lab_errors: tuple[type[BaseException], ...] = ()
+    else:  # a real lab: the inventory's hosts over SSH, the link brought up by the testbed
+        from testbed.hosts.remote import HostError
+        from testbed.realhosts import InventoryError, LabError, RealHosts
+
+        host_set = lambda: RealHosts(scenario, out, new_run_id())  # noqa: E731
+        lab_errors = (InventoryError, LabError, HostError)
     try:
-        with EmulatedHosts(scenario, out, new_run_id()) as hosts:
+        with host_set() as hosts:
             manifest = Orchestrator(scenario, out, hosts, Progress(on_step, on_frames)).run(steps)
+    except lab_errors as exc:
+        frame_bar.close()
+        step_bar.close()
+        print(f"\nthe real lab could not be used (everything started is torn down):\n{exc}\n"
+              f"check the hosts with: testbed lab check {args.scenario or ''}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         frame_bar.close()
         step_bar.close()
@@ -276,6 +289,93 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def _lab_scenario(path: str):
+    from testbed.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    for warning in scenario.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if scenario.emulated:
+        print(f"{path}: lab: expected a real lab (lab.hosts); this scenario is emulated "
+              "(`testbed run` builds it on this machine)", file=sys.stderr)
+        return None
+    return scenario
+
+
+def cmd_lab_check(args) -> int:
+    from testbed.labcheck import failed, format_table, run_checks
+
+    scenario = _lab_scenario(args.scenario)
+    if scenario is None:
+        return 2
+    rows = run_checks(scenario, args.host or (), connect_timeout=args.connect_timeout)
+    print(format_table(rows))
+    bad = failed(rows)
+    print(f"\n{'NOT ready' if bad else 'ready'}: {sum(r.status == 'FAIL' for r in rows)} failed, "
+          f"{sum(r.status == 'warn' for r in rows)} warnings")
+    return 1 if bad else 0
+
+
+def cmd_lab_deploy(args) -> int:
+    from testbed.deploy import deploy
+    from testbed.inventory import InventoryError
+    from testbed.labcheck import failed, format_table
+
+    scenario = _lab_scenario(args.scenario)
+    if scenario is None:
+        return 2
+    try:
+        rows = deploy(scenario, args.host or (), no_deps=args.no_deps,
+                      system_site_packages=args.system_site_packages,
+                      base_python=args.base_python, pip_args=args.pip_arg or ())
+    except (InventoryError, RuntimeError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    return 1 if failed(rows) else 0
+
+
+def cmd_profile(args) -> int:
+    from testbed.profile import DEFAULT_MODELS, profile_host, summary_lines, write_profile
+
+    def on_config(model, config):
+        print(f"timing {model} {config.name} ...", file=sys.stderr, flush=True)
+
+    try:
+        data = profile_host(args.models or list(DEFAULT_MODELS), n=args.frames, warmup=args.warmup,
+                            threads=args.threads, images=args.images, configs=args.configs,
+                            n_ch=args.n_ch, seed=args.seed, on_config=on_config)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"profile: {exc}", file=sys.stderr)
+        return 2
+    out = write_profile(data, args.out or f"results/profile-{data['device']['key']}.json")
+    print("\n".join(summary_lines(data)))
+    print(f"\nprofile: {out}  (use it with `testbed report --profile {out}`)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from analysis.load import ResultFolderError
+    from analysis.profiles import ProfileError
+    from analysis.report import write_report
+
+    try:
+        files = write_report(args.result_dirs, args.out, labels=args.labels, profile=args.profile,
+                             payloads=args.payloads, loads=args.loads,
+                             analytic=not args.no_analytic)
+    except (ResultFolderError, ProfileError, ValueError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report:  {files.html}")
+    print(f"figures: {files.html.parent / 'figures'} ({len(files.figures)} figures, PNG and PDF)")
+    print(f"tables:  {files.html.parent / 'tables'} ({len(files.tables)} files)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from testbed.lab.capabilities import doctor
 
@@ -296,6 +396,47 @@ def cmd_clean(args) -> int:
         print(f"{verb} {item}")
     if not removed:
         print("nothing left behind by the testbed")
+    return 0
+
+
+def cmd_vm_build(args) -> int:
+    from testbed.vm.build import BuildError, build_image
+
+    try:
+        image = build_image(force=args.force, verify=args.verify, progress=print)
+    except BuildError as exc:
+        print(f"vm build: {exc}", file=sys.stderr)
+        return 2
+    m = image.manifest
+    print(f"kernel {m['kernel_version']}  {image.kernel}\ninitrd {image.initrd}")
+    for name, digest in m["sha256"].items():
+        print(f"sha256 {name} {digest}")
+    return 0
+
+
+def cmd_vm_check(args) -> int:
+    from testbed.lab.names import new_run_id
+    from testbed.vm import shaping
+    from testbed.vm.boot import VmError
+    from testbed.vm.build import BuildError, build_image
+    from testbed.vm.pair import es_address, vm_pair
+
+    if os.geteuid() != 0:
+        print("vm check needs root (namespaces, taps)", file=sys.stderr)
+        return 2
+    run_id = new_run_id()
+    try:
+        image = build_image(progress=print)
+        with vm_pair(image, run_id, Path(args.workdir) / f"vm-{run_id}", progress=print) as vm:
+            print(vm.run("uname -r; grep -c . /proc/modules").stdout.strip())
+            if args.fidelity:
+                rows = shaping.fidelity_rows(vm, f"tb-{run_id}-md", f"tb-{run_id}-es", es_address(),
+                                             count=args.count)
+                print(shaping.format_rows(rows))
+    except (BuildError, VmError) as exc:
+        print(f"vm check: {exc}", file=sys.stderr)
+        return 1
+    print("vm check: ok (VM powered off, taps and namespaces removed)")
     return 0
 
 
@@ -368,15 +509,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("run", help="run a scenario's traffic-load sweep (root, emulated lab)",
+    p = sub.add_parser("run", help="run a scenario's traffic-load sweep (emulated lab as root, "
+                       "or a real lab's inventory)",
                        description="Bring the emulated lab up (namespaces, shaped medium, one sshd "
-                       "per host), run every step (load x repetition x configuration) over SSH, "
+                       "per host) or a real lab's link (wired, hostapd WiFi, srsRAN LTE, over SSH "
+                       "to the inventory's hosts), run every step (load x repetition x configuration) over SSH, "
                        "write results/<UTC time>-<scenario>/ and tear everything down, also on "
                        "error and Ctrl-C.")
     p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="scenario YAML file")
     p.add_argument("--resume", metavar="RESULT_DIR", help="run only the unfinished steps of RESULT_DIR")
     p.add_argument("--results", default="results", help="folder for result folders (default results)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lab", help="real labs: check the inventory's hosts, deploy the testbed",
+                       description="Real labs (a scenario with lab.hosts): `lab check` tests every "
+                       "host over SSH, `lab deploy` installs this code on them. `testbed run` "
+                       "then runs the scenario over the real link.")
+    lab = p.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+    q = lab.add_parser("check", help="is every host ready? (table; exit status 1 if not)",
+                       description="For every host, over SSH: reachability and authentication, "
+                       "sudo, Python and testbed versions, the tools its role needs (hostapd, "
+                       "wpa_supplicant, iw, srsepc/srsenb/srsue, iperf3), its interfaces and its "
+                       "clock offset to this machine (informational).")
+    q.add_argument("scenario", metavar="SCENARIO")
+    q.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+    q.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    q.set_defaults(func=cmd_lab_check)
+    q = lab.add_parser("deploy", help="build the wheel and install it on the lab's hosts",
+                       description="Build this project's wheel, copy it over SFTP and install it "
+                       "into the virtual environment of each host's inventory python "
+                       "(<venv>/bin/python; created if missing). Default hosts: the MD and the ES.")
+    q.add_argument("scenario", metavar="SCENARIO")
+    q.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+    q.add_argument("--no-deps", action="store_true",
+                   help="install only the testbed (its dependencies are already there)")
+    q.add_argument("--system-site-packages", action="store_true",
+                   help="a new venv sees the host's system packages (e.g. a Jetson's torch)")
+    q.add_argument("--base-python", default="python3",
+                   help="interpreter on the hosts that creates a missing venv (default python3)")
+    q.add_argument("--pip-arg", action="append", metavar="ARG",
+                   help="extra pip install argument, e.g. --pip-arg=--index-url=URL (repeatable)")
+    q.set_defaults(func=cmd_lab_deploy)
+
+    p = sub.add_parser("profile", help="time each model's full, head and tail parts on this host",
+                       description="Time the MD part (head) and ES part (tail) of every Table 5 "
+                       "configuration of each model on this host, no network (median of N frames "
+                       "after warm-up), and write a hardware profile JSON for `testbed report "
+                       "--profile` and analysis.profiles.read_profile.")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="models to time (default: densenet201 mobilenet_v2)")
+    p.add_argument("--configs", nargs="+", metavar="NAME",
+                   help="only these Table 5 configurations (default: every one the model can run)")
+    p.add_argument("--frames", type=int, default=10, help="measured frames, median of these (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a weak MD)")
+    p.add_argument("--n-ch", type=int, default=12, help="bottleneck channels (default 12)")
+    p.add_argument("--images", default="builtin")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE",
+                   help="profile JSON to write (default results/profile-host-<hostname>.json)")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("report", help="HTML report, Table 5 tables and figures of result folders",
+                       description="Read result folders (no network, root or model needed) and write "
+                       "one self-contained HTML report with the figures and tables beside it; "
+                       "several folders are compared side by side.")
+    p.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default RESULT_DIR/report; with several, compare-A-vs-B "
+                   "beside the first)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="run names (default: folder names)")
+    p.add_argument("--loads", nargs="+", metavar="LOAD",
+                   help="loads (Mbit/s) of the time-series and CDF figures (default: all)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="a `testbed profile` JSON: its split shares for the analytic figures")
+    p.add_argument("--payloads", choices=["paper", "measured"], default="paper",
+                   help="analytic payloads: Table 4 of the paper, or the runs' bytes on the wire")
+    p.add_argument("--no-analytic", action="store_true", help="leave out the analytic section")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("doctor", help="what this machine can emulate, and what to install",
                        description="Probe kernel and tools: namespaces, veth, netem, tbf, htb, ifb, "
@@ -389,6 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--all", action="store_true", help="also runs whose owner process is alive")
     p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("vm", help="the access point as a QEMU VM (real netem on any kernel)",
+                       description="Build and check the AP VM: Debian's kernel and a busybox "
+                       "initramfs with iproute2, iperf3, ethtool and dropbear, cached in "
+                       "/var/cache/testbed/vm/<key of package versions>/.")
+    vm_sub = p.add_subparsers(dest="vm_command", metavar="VM_COMMAND", required=True)
+    q = vm_sub.add_parser("build", help="build (or find cached) the VM's kernel + initramfs (root)")
+    q.add_argument("--force", action="store_true", help="rebuild even if cached")
+    q.add_argument("--verify", action="store_true", help="re-check the cached files' sha256")
+    q.set_defaults(func=cmd_vm_build)
+    q = vm_sub.add_parser("check", help="boot the VM between two namespaces, SSH in, tear down (root)")
+    q.add_argument("--fidelity", action="store_true",
+                   help="also measure 10,092 B / 75 KB transfers at 3 and 24 Mbit/s vs the floor")
+    q.add_argument("--count", type=int, default=15, help="messages per size (default 15)")
+    q.add_argument("--workdir", default="/run/testbed", help="folder for keys, logs (default /run/testbed)")
+    q.set_defaults(func=cmd_vm_check)
     return parser
 
 

@@ -425,9 +425,15 @@ def clean(
     ``run_id``: only that run (removed even if its owner is alive). Without it, every owned run
     whose owner process is gone; runs with a live owner are skipped unless ``include_live``.
     """
+    # --- access-point VMs (testbed.vm, issue 7): stop a QEMU a killed run left (its pid file in
+    # /run/testbed) first, since it holds its taps. Same run_id/include_live rules as below.
+    from testbed.vm.boot import clean_vms
+
+    vm_done = clean_vms(dry_run, run_id=run_id, include_live=include_live)
+    # --- end of the VM hook
     if run_id is not None:
-        return remove_run(run_id, dry_run=dry_run)
-    done: list[str] = []
+        return vm_done + remove_run(run_id, dry_run=dry_run)
+    done: list[str] = vm_done
     for run in sorted(find_leftovers()):
         if not include_live and run_owner_alive(run):
             rec = read_run_record(run) or {}
