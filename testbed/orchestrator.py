@@ -37,6 +37,11 @@ FRAME_TIMEOUT_S = 60.0
 """Upper bound of one frame's time, used only to bound waits (never to judge results)."""
 
 
+def _threads(host) -> list[str]:
+    """``--threads N`` when the scenario sets a torch thread count for ``host``."""
+    return ["--threads", str(host.torch_threads)] if host.torch_threads else []
+
+
 class HostSet(Protocol):
     run_id: str
     python: str
@@ -45,6 +50,7 @@ class HostSet(Protocol):
     def host(self, name: str) -> Host: ...
     def address(self, name: str) -> str: ...
     def manifest(self) -> dict[str, Any]: ...
+    # optional: step_conditions() -> dict, link probe and radio state before each step (real labs)
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,8 @@ class Orchestrator:
             run_id=self.hosts.run_id,
             versions=software_versions(),
             lab=self.hosts.manifest(),
-            cpu_caps={h.name: h.cpu for h in self.scenario.hosts},
-            torch_threads={h.name: h.torch_threads for h in self.scenario.hosts},
+            cpu_caps={h.name: getattr(h, "cpu", None) for h in self.scenario.members()},
+            torch_threads={h.name: h.torch_threads for h in self.scenario.members()},
             status="running",
         )
         self.manifest.setdefault("started", now_utc())
@@ -144,8 +150,9 @@ class Orchestrator:
         es = self.hosts.host(self.es.name)
         argv = self._argv(
             "tail", "--host", self.hosts.address(self.es.name), "--port", str(TAIL_PORT),
-            "--threads", str(self.es.torch_threads), "--seed", str(self.scenario.seed),
+            "--seed", str(self.scenario.seed),
             "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
+            *_threads(self.es),
         )
         return es.start(argv, "tail", self.hosts.workdir)
 
@@ -173,7 +180,10 @@ class Orchestrator:
         }
         self.manifest["steps"][step.id] = record
         started = time.monotonic()
+        conditions = getattr(self.hosts, "step_conditions", None)
         try:
+            if conditions is not None:
+                record["conditions"] = conditions()
             frames_s = self._measure(step, record)
             record.update(status="ok" if not record.get("failed_frames") else
                           f"ok ({record['failed_frames']} frames failed)")
@@ -275,7 +285,7 @@ class Orchestrator:
             "head", "--config-json", json.dumps(step.config.to_dict()),
             "--frames", str(self.scenario.frames), "--warmup", str(self.scenario.warmup),
             "--images", str(self.scenario.images), "--records", remote,
-            "--threads", str(self.md.torch_threads), "--seed", str(self.scenario.seed),
+            *_threads(self.md), "--seed", str(self.scenario.seed),
             "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
             "--repetition", str(step.repetition),
         )
@@ -328,7 +338,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ misc
     def _loadavg(self) -> dict[str, Any]:
         out = {}
-        for h in self.scenario.hosts:
+        for h in self.scenario.members():
             try:
                 text = self.hosts.host(h.name).run(["cat", "/proc/loadavg"], timeout=10).stdout
                 one = float(text.split()[0])

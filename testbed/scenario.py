@@ -21,7 +21,10 @@ rate asked of iperf3, shared equally by the ``ext`` hosts; ``uplink`` sends it e
 In a real lab (``lab: {hosts: [...]}``) the inventory replaces ``hosts``; key and known_hosts files
 need not exist when a scenario is validated (``lab check`` checks them on the machine that runs
 it); ``~`` in paths is left for the SSH layer to expand. A host must pin its SSH host key
-(``known_hosts`` file or ``host_key`` line): the testbed never trusts an unknown key.
+(``known_hosts`` file or ``host_key`` line): the testbed never trusts an unknown key. A real WiFi
+or LTE lab may add ``lab.radio`` (SSID, channel, country code...; PLMN, EARFCN, PRBs, SDR driver...)
+and a host its own ``radio`` (LTE: SDR device name and arguments) and ``tools`` (program paths);
+``testbed.inventory`` checks them (``testbed.wifi``, ``testbed.lte`` say what each key means).
 """
 
 from __future__ import annotations
@@ -142,6 +145,10 @@ class LabHost:
     sudo: bool = False
     torch_threads: int | None = None
     """``None``: torch's own default on that host."""
+    radio: dict[str, Any] = field(default_factory=dict, hash=False)
+    """LTE radio of this host (``device_name``, ``device_args``, gains): see ``testbed.lte``."""
+    tools: dict[str, str] = field(default_factory=dict, hash=False)
+    """Tool name (``hostapd``, ``srsenb``...) -> path on the host; default: found on its PATH."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,9 @@ class Lab:
     kind: str = "emulated"
     """``emulated`` (namespaces on this machine) or ``real`` (the inventory in ``hosts``)."""
     hosts: tuple[LabHost, ...] = ()
+    radio: Any = None
+    """Real WiFi or LTE lab: ``testbed.wifi.WifiSettings`` or ``testbed.lte.LteSettings``
+    (defaults filled in); ``None`` otherwise. Checked by ``testbed.inventory.parse_radio``."""
 
 
 @dataclass(frozen=True)
@@ -423,7 +433,7 @@ TOP_KEYS = (
 LINK_KEYS = ("kind", "preset", *presets.SHAPING_FIELDS, "tcp")
 TCP_KEYS = tuple(f.name for f in dataclasses.fields(TcpSettings))
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
-LAB_KEYS = ("hosts",)
+LAB_KEYS = ("hosts", "radio")
 LAB_HOST_KEYS = tuple(f.name for f in dataclasses.fields(LabHost))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
 LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(Limits))
@@ -841,6 +851,7 @@ def _parse_lab(
                         interfaces[key] = ifname
         sudo = ck.get(d, "sudo", path, ck.boolean, False)
         threads = ck.get(d, "torch_threads", path, ck.integer, minimum=1)
+        extra = _lab_host_extras(ck, d, path, kind)
         if len(ck.problems) > n0:
             out.append(None)
             continue
@@ -855,13 +866,46 @@ def _parse_lab(
                 interfaces=interfaces,
                 sudo=sudo,
                 torch_threads=threads,
+                **extra,
                 **values,
             )
         )
     _check_roles(ck, roles, "lab.hosts", kind, loads, real=True)
-    if any(h is None for h in out):
+    radio = _lab_radio(ck, data.get("radio"), kind)
+    if any(h is None for h in out) or radio is BAD:
         return None
-    return Lab("real", tuple(h for h in out if h is not None))
+    return Lab("real", tuple(h for h in out if h is not None), radio)
+
+
+def _report(ck: _Checker, path: str, problems: list[tuple[str, str, str]]) -> None:
+    for sub, message, severity in problems:
+        where = f"{path}.{sub}" if sub and not sub.startswith("[") else f"{path}{sub}"
+        (ck.warn if severity == "warning" else ck.error)(where, message)
+
+
+def _lab_host_extras(ck: _Checker, d: dict[str, Any], path: str, kind: str | None) -> dict:
+    """A lab host's ``radio`` and ``tools`` mappings (checked by ``testbed.inventory``)."""
+    from testbed import inventory  # lazy: inventory builds on this module
+
+    out: dict[str, Any] = {}
+    for key, parse in (("radio", inventory.parse_host_radio), ("tools", inventory.parse_tools)):
+        if d.get(key) is not None:
+            value, problems = parse(d[key], kind)
+            _report(ck, _join(path, key), problems)
+            if value is not None:
+                out[key] = value
+    return out
+
+
+def _lab_radio(ck: _Checker, raw: Any, kind: str | None) -> Any:
+    """``lab.radio``: the WiFi or LTE settings of a real lab (``None`` for wired)."""
+    from testbed import inventory
+
+    if kind is None:
+        return None
+    value, problems = inventory.parse_radio(raw, kind)
+    _report(ck, "lab.radio", problems)
+    return BAD if any(sev == "error" for _, _, sev in problems) else value
 
 
 def _parse_limits(ck: _Checker, raw: Any) -> Limits | None:
@@ -993,6 +1037,8 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
         out["lab"] = "emulated"
     else:
         out["lab"] = {"hosts": [dataclasses.asdict(h) for h in s.lab.hosts]}
+        if s.lab.radio is not None:
+            out["lab"]["radio"] = s.lab.radio.to_dict()
     out["link"] = s.link.to_dict()
     if s.lab.kind == "emulated":
         out["hosts"] = [dataclasses.asdict(h) for h in s.hosts]
