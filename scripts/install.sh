@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 SYSTEM_PACKAGES=(python3 python3-venv iproute2 iperf3 openssh-server openssh-client ethtool procps
-                 hostapd wpasupplicant qemu-system-x86 kmod)
+                 hostapd wpasupplicant qemu-system-x86 kmod chromium)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

@@ -110,6 +110,11 @@ def run_head(
     )
     if link:
         link.sock.settimeout(settings.reply_timeout_s)
+    weights = " ".join(
+        f"{side}:{source}" for side, source in
+        (("md", model.weights.source if model.head is not None else None),
+         ("es", link.info.get("weights") if link else None)) if source
+    )
     failures = 0
     try:
         with RecordWriter(records_path) as writer:
@@ -121,6 +126,7 @@ def run_head(
                         time.sleep(delay)
                 record = _one_frame(config, model, link, i, frames[i % len(frames)], settings)
                 record.warmup = i < settings.warmup
+                record.weights = weights
                 writer.write(record)
                 if on_frame:
                     on_frame(record)

@@ -52,6 +52,8 @@ class FrameRecord:
     load_achieved_mbit: float | None = None
     repetition: int = 0
     capture_ns: int = 0
+    weights: str = ""
+    """Which weights ran: ``md:<source> es:<source>`` (random, torchvision-local or checkpoint)."""
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -117,11 +119,14 @@ def _parse(name: str, value: str):
 
 
 def read_records(path: Path | str) -> Iterator[FrameRecord]:
-    """Records from a CSV written by ``RecordWriter`` (a truncated last line is skipped)."""
+    """Records from a CSV written by ``RecordWriter`` (a truncated last line is skipped).
+
+    Columns added after a file was written (fields with defaults) take their defaults.
+    """
     with Path(path).open(newline="") as fh:
         reader = csv.DictReader(fh)
-        cols = FrameRecord.columns()
+        cols = [c for c in FrameRecord.columns() if c in (reader.fieldnames or ())]
         for row in reader:
-            if None in row.values() or set(row) != set(cols):
-                continue  # a crash mid-line leaves a short final row
+            if None in row.values() or None in row:
+                continue  # a crash mid-line leaves a short (or garbled) final row
             yield FrameRecord(**{k: _parse(k, row[k]) for k in cols})
