@@ -62,21 +62,30 @@ class HeadSettings:
 class _Link:
     """The MD's one TCP connection to the ES for a whole step."""
 
-    def __init__(self, server: tuple[str, int], config: Configuration, timeout: float):
+    def __init__(self, server: tuple[str, int], config: Configuration, connect_timeout: float,
+                 ready_timeout: float):
         try:
-            self.sock = socket.create_connection(server, timeout=timeout)
+            self.sock = socket.create_connection(server, timeout=connect_timeout)
         except OSError as exc:
             raise HeadError(
                 f"cannot connect to the tail at {server[0]}:{server[1]}: {exc}; "
                 "is `testbed tail` running there?"
             ) from exc
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        wire.send_message(self.sock, wire.Hello(config.to_dict()))
-        reply = wire.read_message(self.sock, REPLY_MAX_BYTES, timeout=timeout)
-        if isinstance(reply, wire.Error):
-            raise HeadError(f"the tail refused configuration {config.name!r}: {reply.message}")
-        if not isinstance(reply, wire.Ready):
-            raise HeadError(f"the tail answered Hello with {type(reply).__name__}, not Ready")
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            wire.send_message(self.sock, wire.Hello(config.to_dict()))
+            # the tail builds the model before it answers: allow for a slow ES
+            reply = wire.read_message(self.sock, REPLY_MAX_BYTES, timeout=ready_timeout)
+            if isinstance(reply, wire.Error):
+                raise HeadError(f"the tail refused configuration {config.name!r}: {reply.message}")
+            if not isinstance(reply, wire.Ready):
+                raise HeadError(f"the tail answered Hello with {type(reply).__name__}, not Ready")
+        except (OSError, wire.WireError, wire.PeerClosed) as exc:
+            self.sock.close()
+            raise HeadError(f"the tail at {server[0]}:{server[1]} did not accept Hello: {exc}") from exc
+        except HeadError:
+            self.sock.close()
+            raise
         self.info = reply.info
 
     def close(self) -> None:
@@ -106,7 +115,8 @@ def run_head(
     frames = frames or load_images(settings.images)
     model = build_split(config, side="md", seed=settings.seed)
     link = (
-        _Link(settings.server, config, settings.connect_timeout_s) if config.mode != "LC" else None
+        _Link(settings.server, config, settings.connect_timeout_s, settings.reply_timeout_s)
+        if config.mode != "LC" else None
     )
     if link:
         link.sock.settimeout(settings.reply_timeout_s)
