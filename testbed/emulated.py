@@ -8,12 +8,21 @@ that host's key. From then on the orchestrator uses exactly the code path of a r
 
 Teardown runs in reverse order on success, error and Ctrl-C (an ``ExitStack``), and the lab's
 own teardown kills whatever still runs inside its namespaces.
+
+Where the AP/eNB runs is the scenario's ``backend`` key of that host (:func:`choose_backend`):
+``namespace`` (``testbed.lab.topology.EmulatedLab``: the router is a namespace, host qdiscs --
+netem, or tbf/htb on kernels without it) or ``vm`` (``testbed.vm.lab.VmLab``: the router is a
+QEMU VM with Debian's kernel and real netem; the stations and the ES stay namespaces). Both
+labs offer the same small interface here (``address``, ``add_to_cpu_group``, ``state``); the VM
+lab also gives the AP's SSH connection (``host("ap")``: the VM, for load averages) and, before
+each step, QEMU's CPU use and the queues' counters (``step_conditions``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,13 +31,47 @@ from typing import Any
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
-from testbed.lab import management
+from testbed.lab import capabilities, management
 from testbed.lab.topology import EmulatedLab, HostPlan, LabPlan, LinkShape
 from testbed.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
 SSH_PORT = 22
+
+
+QEMU = "qemu-system-x86_64"
+NO_NETEM_WARNING = ("the host kernel has no sch_netem: the AP namespace shapes with tbf/htb, so "
+                    "delay, jitter and loss are NOT applied (rate and queue only)")
+
+
+def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
+    """Where the AP runs: ``{"requested", "backend": "namespace"|"vm", "reason", "warnings"}``.
+
+    ``auto``: host netem where the kernel has it; else the VM where QEMU is installed (KVM when
+    it works, TCG otherwise); else the namespace with tbf/htb and a warning.
+    """
+    caps = caps if caps is not None else capabilities.detect()
+    netem = caps.has("netem")
+    qemu = shutil.which(QEMU)
+    kvm = caps.has("kvm") if caps.get("kvm") is not None else False
+    out: dict[str, Any] = {"requested": requested, "host_netem": netem, "qemu": qemu,
+                           "kvm": kvm, "warnings": []}
+    if requested == "vm":
+        out.update(backend="vm", reason="backend: vm in the scenario")
+    elif requested == "namespace":
+        out.update(backend="namespace", reason="backend: namespace in the scenario")
+    elif netem:
+        out.update(backend="namespace", reason="auto: the host kernel has sch_netem")
+    elif qemu:
+        out.update(backend="vm", reason=f"auto: no sch_netem in the host kernel, {qemu} found: "
+                                        f"real netem in the AP VM ({'KVM' if kvm else 'TCG'})")
+    else:
+        out.update(backend="namespace", reason=f"auto: no sch_netem in the host kernel and no {QEMU}")
+    if out["backend"] == "namespace" and not netem:
+        out["warnings"].append(NO_NETEM_WARNING)
+    out["accel"] = ("kvm" if kvm else "tcg") if out["backend"] == "vm" else None
+    return out
 
 
 def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
@@ -48,7 +91,22 @@ class EmulatedHosts:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.run_id = run_id
-        self.lab = EmulatedLab(lab_plan(scenario, run_id))
+        router = next(h for h in scenario.hosts if h.role in ("ap", "enb"))
+        self.router = router.name
+        caps = capabilities.detect()
+        self.choice = choose_backend(router.backend, caps)
+        for warning in self.choice["warnings"]:
+            log.warning("%s", warning)
+        log.info("AP backend: %s (%s)", self.choice["backend"], self.choice["reason"])
+        plan = lab_plan(scenario, run_id)
+        if self.choice["backend"] == "vm":
+            from testbed.vm.lab import VmLab
+
+            self.lab: EmulatedLab | Any = VmLab(plan, self.run_dir / "vm",
+                                                accel=self.choice["accel"],
+                                                kind=scenario.link.kind, progress=log.info)
+        else:
+            self.lab = EmulatedLab(plan, capabilities=caps)
         self.python = sys.executable
         self.workdir = f"/tmp/testbed-{run_id}"
         self._hosts: dict[str, Host] = {}
@@ -68,7 +126,10 @@ class EmulatedHosts:
 
     def _up(self) -> None:
         self._stack.enter_context(self.lab)
-        names = [h.name for h in self.scenario.hosts]
+        vm = self.choice["backend"] == "vm"
+        names = [h.name for h in self.scenario.hosts if not (vm and h.name == self.router)]
+        if vm:  # the AP is the VM: reached over its own management link, keys and pinned key
+            self._hosts[self.router] = self.lab.vm.host
         self._links = management.create(self.run_id, names)
         self._stack.callback(management.remove, self._links)
         private = self.run_dir / "private"
@@ -95,10 +156,22 @@ class EmulatedHosts:
 
     def manifest(self) -> dict[str, Any]:
         state = self.lab.state.to_dict() if self.lab.state else {}
-        return {
+        out = {
             "kind": "emulated",
+            "backend": self.choice,
             **state,
             "management": [vars(link) for link in self._links],
             "ssh": "one sshd per namespace on its management address, per-run keys, pinned host keys",
             "python": self.python,
         }
+        if self.choice["backend"] == "vm":
+            out["vm"] = self.lab.describe()
+            out["ssh"] += ("; the AP VM: dropbear on its own management /30, per-run keys, "
+                           "pinned host key")
+        return out
+
+    def step_conditions(self) -> dict[str, Any]:
+        """Recorded before each step: the host load (and with the VM: QEMU's CPU, queue counters)."""
+        if self.choice["backend"] == "vm":
+            return self.lab.conditions()
+        return {"host_loadavg": list(os.getloadavg())}

@@ -54,6 +54,8 @@ LAB_SUBNET = ipaddress.ip_network("198.18.0.0/15")
 """RFC 2544 benchmarking range: every emulated host address lives here."""
 
 ROLES = ("md", "es", "ap", "enb", "ue", "ext")
+BACKENDS = ("namespace", "vm", "auto")
+"""Where an emulated AP/eNB runs and shapes (``Host.backend``)."""
 DIRECTIONS = ("uplink", "downlink")
 TOOLS = ("iperf3",)
 DEFAULT_MODEL = "densenet201"
@@ -121,6 +123,10 @@ class Host:
     cpu: float | None = None
     """Share of one core (cgroup quota); ``None``: unlimited."""
     torch_threads: int = 1
+    backend: str = "namespace"
+    """AP/eNB only: ``namespace`` (the AP is a network namespace, host qdiscs), ``vm`` (the AP is
+    a QEMU VM with real netem: ``testbed.vm``) or ``auto`` (host netem if the kernel has it, else
+    the VM if QEMU is installed, else namespace tbf/htb); see ``testbed.emulated``."""
 
 
 @dataclass(frozen=True)
@@ -749,6 +755,13 @@ def _parse_hosts(
                 f"expected a share of at most the {cores} cores of this machine, got {cpu:g}",
             )
         threads = ck.get(data, "torch_threads", path, ck.integer, minimum=1)
+        backend = ck.get(data, "backend", path, ck.string, "namespace", choices=BACKENDS)
+        if backend not in ("namespace", BAD) and role not in ("ap", "enb", BAD):
+            backend = ck.error(
+                _join(path, "backend"),
+                f"only the ap/enb host has a backend (it decides where the shared medium is "
+                f"shaped); {role!r} hosts are always namespaces, got {backend!r}",
+            )
         if len(ck.problems) > n0:
             out.append(None)
             continue
@@ -760,7 +773,7 @@ def _parse_hosts(
                 f"{threads} threads on a {cpu:g}-core share oversubscribe it "
                 "(expect slower frames)",
             )
-        out.append(Host(name, role, address, cpu, threads))
+        out.append(Host(name, role, address, cpu, threads, backend))
     _check_roles(ck, roles, "hosts", kind, loads, real=False)
     if any(h is None for h in out):
         return None

@@ -355,6 +355,24 @@ def test_torch_threads_default_from_cpu_share():
     assert [h.torch_threads for h in s.hosts] == [1, 1, 2, 3]
 
 
+def test_ap_backend_namespace_vm_or_auto():
+    s = parse_scenario(minimal(), cores=2)
+    assert s.host("ap").backend == "namespace" and s.host("md").backend == "namespace"
+    hosts = minimal()["hosts"]
+    hosts[2] = {"name": "ap", "role": "ap", "backend": "vm"}
+    s = parse_scenario(minimal(hosts=hosts), cores=2)
+    assert s.host("ap").backend == "vm"
+    assert parse_scenario(scenario_to_dict(s), cores=2) == s  # round trip keeps it
+    lte = [{"name": "md", "role": "md"}, {"name": "es", "role": "es"},
+           {"name": "enb", "role": "enb", "backend": "auto"}, {"name": "ext", "role": "ext"}]
+    assert parse_scenario(minimal(link={"kind": "lte"}, hosts=lte), cores=2).host("enb").backend == "auto"
+    hosts[2] = {"name": "ap", "role": "ap", "backend": "vn"}
+    hosts[0] = {"name": "md", "role": "md", "backend": "vm"}
+    messages = {p.path: p.message for p in problems_of(minimal(hosts=hosts))}
+    assert messages["hosts[2].backend"] == "expected one of namespace, vm, auto, got 'vn'"
+    assert "only the ap/enb host has a backend" in messages["hosts[0].backend"]
+
+
 def test_load_above_capacity_is_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="testbed.scenario"):
         s = parse_scenario(minimal(sweep={"loads_mbit": [0, 20, 30]}), "w.yaml", cores=2)

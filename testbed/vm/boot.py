@@ -187,6 +187,8 @@ class AccessPointVm:
     workdir: Path
     boot_timeout_s: float = 180.0
     memory_mb: int = 512
+    accel: str = "tcg"
+    """``tcg`` (works everywhere, slow) or ``kvm`` (``-cpu host``; only where KVM works)."""
     progress: Callable[[str], None] | None = None
     keys: RunKeys | None = None
     host: Host | None = None
@@ -254,7 +256,7 @@ class AccessPointVm:
         self._write_record()
         argv = self._qemu_argv(initrd)
         (self.workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
-        self._say(f"booting the AP VM (run {self.run_id}, TCG, 1 vCPU)")
+        self._say(f"booting the AP VM (run {self.run_id}, {self.accel.upper()}, 1 vCPU)")
         with open(self.qemu_log, "wb") as qlog:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
                                           start_new_session=True)
@@ -293,7 +295,8 @@ class AccessPointVm:
 
     def _qemu_argv(self, initrd: Path) -> list[str]:
         argv = [
-            QEMU, "-name", f"testbed-ap-{self.run_id}", "-accel", "tcg", "-cpu", "max",
+            QEMU, "-name", f"testbed-ap-{self.run_id}", "-accel", self.accel,
+            "-cpu", "host" if self.accel == "kvm" else "max",
             "-smp", "1", "-m", str(self.memory_mb), "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot",
             "-kernel", str(self.image.kernel), "-initrd", str(initrd),
@@ -432,7 +435,7 @@ class AccessPointVm:
         """What a run manifest records about the VM."""
         return {
             "backend": "vm",
-            "accel": "tcg",
+            "accel": self.accel,
             "smp": 1,
             "memory_mb": self.memory_mb,
             "image": self.image.describe(),

@@ -53,6 +53,8 @@ class Netem:
     loss_pct: float = 0.0
     limit_packets: int = 1000
     slot_ms: tuple[float, float] | None = None
+    overhead_bytes: int = 0
+    """Added to every packet's length for ``rate`` (netem's packet overhead)."""
 
     def __post_init__(self) -> None:
         if self.rate_mbit is not None and not self.rate_mbit > 0:
@@ -78,6 +80,8 @@ class Netem:
             args += ["loss", "random", f"{self.loss_pct:g}%"]
         if self.rate_mbit is not None:
             args += ["rate", f"{self.rate_mbit * 1000:.0f}kbit"]
+            if self.overhead_bytes:
+                args.append(str(int(self.overhead_bytes)))
         if self.slot_ms:
             args += ["slot", f"{self.slot_ms[0] * 1000:.0f}us", f"{self.slot_ms[1] * 1000:.0f}us"]
         return args

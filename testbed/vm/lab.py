@@ -1,0 +1,561 @@
+"""The emulated lab with the AP/eNB as a QEMU VM: real netem on a host kernel without it.
+
+Same hosts, addresses and routes as :class:`testbed.lab.topology.EmulatedLab`, with the router
+namespace replaced by the VM (:class:`~testbed.vm.boot.AccessPointVm`)::
+
+        md  (tb-<run>-md)   198.18.1.2/24 ── tap tb<run>-vmd  ── eth1 198.18.1.1 ┐
+        ext (tb-<run>-ext)  198.18.2.2/24 ── tap tb<run>-vext ── eth2 198.18.2.1 ├ AP VM
+        es  (tb-<run>-es)   198.19.0.2/24 ── tap tb<run>-ves  ── eth3 198.19.0.1 ┘ ip_forward=1
+                                               (eth0: management /30, dropbear, never shaped)
+
+The shared medium is shaped inside the VM, over SSH, with ``tc`` (:func:`shape_medium`):
+
+* uplink (stations -> ES): the egress of the VM NIC toward the ES (several ES hosts: their NICs
+  redirected into one ifb ``ifbul``), so the MD's frames and the external node's load meet in
+  one queue;
+* downlink (toward the stations): every station NIC's egress redirected (clsact + ``u32 match
+  u32 0 0`` + ``mirred egress redirect``) into one ifb ``ifbdl`` and shaped there (one station:
+  its NIC directly);
+* each queue is ``netem limit Q delay D [jitter J distribution normal] [loss L%] rate R`` at the
+  root (no token bucket: packets are serialised at R), or, with ``fair_per_station`` (LTE), an
+  ``htb`` tree with one class per station (rate R/n, ceil R) and ``netem`` leaves for delay,
+  jitter, loss and the queue limit (the rate then comes from HTB's token bucket).
+
+Segmentation offloads (TSO/GSO/GRO) are off on every guest NIC and ifb and on the host end of
+every tap. What the VM holds is read back with ``tc -s qdisc`` / ``tc class`` / ``tc filter`` into
+:class:`~testbed.lab.shaping.ShapingReport` entries, the same manifest shape the namespace lab
+writes.
+
+Host namespaces get the lab's sysctls (IPv6 off, the scenario's TCP settings, read back) and CPU
+caps (cgroups) exactly as in the namespace lab. Teardown (any exit, also Ctrl-C and SIGTERM):
+VM powered off, taps deleted, then ``testbed.lab.cleanup.remove_run`` (processes in the
+namespaces, namespaces, cgroups, run record). A killed run is cleaned by ``testbed clean``.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pyroute2 import IPRoute
+
+from testbed.lab import cleanup, cpu, names
+from testbed.lab import shaping as lab_shaping
+from testbed.lab.shaping import ShapingReport, StationClass
+from testbed.lab.topology import (
+    RECORDED_SYSCTLS,
+    HostState,
+    LabError,
+    LabPlan,
+    LabState,
+    LinkShape,
+    _make_sigterm_handler,
+    address_plan,
+    disable_offloads,
+    read_sysctls,
+    signals_deferred,
+    write_sysctls,
+)
+from testbed.vm import shaping
+from testbed.vm.boot import AccessPointVm, VmNic
+from testbed.vm.build import VmImage, build_image
+
+log = logging.getLogger(__name__)
+
+TC = shaping.TC
+IP = "/usr/sbin/ip"
+HWSIM_NOTE = ("mac80211_hwsim (in the image, not used in this mode) has no airtime model: "
+              "a WiFi medium is always the netem queue on the AP, not simulated radio contention")
+
+
+def _bits(rate_mbit: float) -> str:
+    return f"{int(round(rate_mbit * 1e6))}bit"
+
+
+def _qemu_cpu_s(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- shaping in the VM
+
+
+@dataclass
+class VmShapingReport(ShapingReport):
+    """A :class:`ShapingReport` plus what only the VM has: the ``tc`` commands run, ``tc -s
+    qdisc`` as text, the guest NICs' offload state."""
+
+    vm: dict[str, Any] = field(default_factory=dict)
+
+
+def _shared_queue(vm: AccessPointVm, feeds: list[str], ifb: str) -> tuple[str, list[dict]]:
+    """The device whose root qdisc serves ``feeds``: the NIC itself, or an ifb they redirect to."""
+    if len(feeds) == 1:
+        return feeds[0], []
+    vm.run(f"{IP} link add {ifb} type ifb 2>/dev/null || true; {IP} link set {ifb} up", timeout=20)
+    redirects = []
+    for dev in feeds:
+        vm.run([TC, "qdisc", "replace", "dev", dev, "clsact"], timeout=20)
+        vm.run([TC, "filter", "add", "dev", dev, "egress", "prio", "1", "protocol", "all", "u32",
+                "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb],
+               timeout=20)
+        redirects.append({"interface": dev, "hook": "egress", "qdisc": "clsact",
+                          "filter": "u32 match u32 0 0 (all protocols) prio 1",
+                          "action": f"mirred egress redirect dev {ifb}"})
+    return ifb, redirects
+
+
+def _netem_for(shape: LinkShape, *, rate: bool) -> shaping.Netem:
+    return shaping.Netem(
+        rate_mbit=shape.rate_mbit if rate else None, delay_ms=shape.delay_ms,
+        jitter_ms=shape.jitter_ms, distribution="normal" if shape.jitter_ms else None,
+        loss_pct=shape.loss_pct, limit_packets=shape.queue_packets,
+        overhead_bytes=shape.overhead_bytes if rate else 0)
+
+
+def _apply_fifo(vm: AccessPointVm, dev: str, shape: LinkShape) -> list[list[str]]:
+    spec = _netem_for(shape, rate=True)
+    argv = [TC, "qdisc", "replace", "dev", dev, "root", "handle", "1:", *spec.tc_args()]
+    vm.run(argv, timeout=20)
+    return [argv]
+
+
+def _apply_fair(vm: AccessPointVm, dev: str, shape: LinkShape, stations: list[StationClass],
+                match: str, report: ShapingReport) -> tuple[list[list[str]], int]:
+    """HTB: 1:1 = R; one class per station (R/n, ceil R) + 1:fff default; netem leaves."""
+    burst = int(shape.burst_bytes or lab_shaping.default_burst_bytes(
+        lab_shaping.rate_bytes(shape.rate_mbit), shape.overhead_bytes))
+    burst = max(burst, lab_shaping.frame_cost(shape.overhead_bytes))
+    common = ["burst", f"{burst}b", "cburst", f"{burst}b",
+              "quantum", str(lab_shaping.frame_cost(shape.overhead_bytes))]
+    if shape.overhead_bytes:
+        common += ["overhead", str(int(shape.overhead_bytes))]
+    leaf = _netem_for(shape, rate=False).tc_args()
+    total = shape.rate_mbit
+    cmds = [[TC, "qdisc", "del", "dev", dev, "root"]]
+    vm.run(cmds[0], timeout=20, check=False)
+    cmds += [[TC, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "fff"],
+             [TC, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
+              "rate", _bits(total), "ceil", _bits(total), *common]]
+    classes = []
+    share = total / max(1, len(stations))
+    for i, st in enumerate(stations):
+        minor = f"{0x10 + i:x}"
+        net = ipaddress.ip_network(st.network)
+        cmds += [[TC, "class", "add", "dev", dev, "parent", "1:1", "classid", f"1:{minor}", "htb",
+                  "rate", _bits(share), "ceil", _bits(total), *common],
+                 [TC, "qdisc", "add", "dev", dev, "parent", f"1:{minor}", "handle", f"{minor}:",
+                  *leaf],
+                 [TC, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                  "u32", "match", "ip", match, str(net), "flowid", f"1:{minor}"]]
+        classes.append({"station": st.name, "classid": f"1:{minor}", "match": f"{match} {net}",
+                        "rate_mbit": share, "ceil_mbit": total})
+    default_rate = max(0.008, total / 100) if stations else total
+    cmds += [[TC, "class", "add", "dev", dev, "parent", "1:1", "classid", "1:fff", "htb",
+              "rate", _bits(default_rate), "ceil", _bits(total), *common],
+             [TC, "qdisc", "add", "dev", dev, "parent", "1:fff", "handle", "fff:", *leaf]]
+    for argv in cmds[1:]:
+        vm.run(argv, timeout=20)
+    report.applied.update(per_station_classes=classes, default_class="1:fff", leaf_qdisc="netem",
+                          burst_bytes=burst, cburst_bytes=burst,
+                          queue_limit_scope="per class" if stations else "shared")
+    report.notes.append("rate by HTB (token bucket), delay/jitter/loss/queue by netem leaves")
+    return cmds, burst + lab_shaping.frame_cost(shape.overhead_bytes)
+
+
+def read_back(vm: AccessPointVm, dev: str) -> dict[str, Any]:
+    """What the VM's kernel holds on ``dev``: ``tc -s qdisc`` (text and JSON), classes, filters."""
+    out: dict[str, Any] = {"tc_s_qdisc": vm.run([TC, "-s", "qdisc", "show", "dev", dev],
+                                                timeout=20).stdout.strip()}
+    try:
+        out["qdiscs"] = json.loads(vm.run([TC, "-s", "-j", "qdisc", "show", "dev", dev],
+                                          timeout=20).stdout or "[]")
+    except ValueError:
+        out["qdiscs"] = []
+    classes = vm.run([TC, "class", "show", "dev", dev], timeout=20).stdout.strip()
+    filters = vm.run([TC, "filter", "show", "dev", dev], timeout=20).stdout.strip()
+    out["classes"] = classes.splitlines() if classes else []
+    out["filters"] = filters.splitlines() if filters else []
+    return out
+
+
+def _check_netem(shape: LinkShape, qdiscs: list[dict[str, Any]], fair: bool) -> list[str]:
+    """Differences between the shape asked for and the netem qdiscs read back (empty: none)."""
+    problems = []
+    netems = [q for q in qdiscs if q.get("kind") == "netem"]
+    if not netems:
+        return ["no netem qdisc on the device"]
+    for q in netems:
+        o = q.get("options") or {}
+        if o.get("limit") != shape.queue_packets:
+            problems.append(f"netem {q.get('handle')} limit {o.get('limit')} != {shape.queue_packets}")
+        delay = (o.get("delay") or {}).get("delay", 0) if isinstance(o.get("delay"), dict) else 0
+        if abs(delay * 1e3 - shape.delay_ms) > 0.01:
+            problems.append(f"netem {q.get('handle')} delay {delay * 1e3:g} ms != {shape.delay_ms}")
+        if not fair:
+            rate = (o.get("rate") or {}).get("rate") if isinstance(o.get("rate"), dict) else None
+            if rate is None or abs(rate * 8 / 1e6 - shape.rate_mbit) > 0.01 * shape.rate_mbit:
+                problems.append(f"netem {q.get('handle')} rate {rate} B/s != {shape.rate_mbit} Mbit/s")
+    return problems
+
+
+def shape_queue(vm: AccessPointVm, label: str, feeds: list[str], ifb: str, shape: LinkShape,
+                stations: list[StationClass], match: str) -> VmShapingReport:
+    """Shape one direction of the medium in the VM; the report says what the kernel holds."""
+    fair = shape.fair_per_station and bool(stations)
+    report = VmShapingReport(label=label, namespace="vm", interface="", feeds=list(feeds),
+                           backend="htb+netem" if fair else "netem", requested=asdict(shape))
+    dev, report.redirects = _shared_queue(vm, feeds, ifb)
+    report.interface = dev
+    offloads = {d: shaping.offloads_off(vm, d) for d in dict.fromkeys([*feeds, dev])}
+    if fair:
+        cmds, optimism = _apply_fair(vm, dev, shape, stations, match, report)
+    else:
+        cmds, optimism = _apply_fifo(vm, dev, shape), 0
+        if shape.burst_bytes:
+            report.not_applied["burst_bytes"] = "not applicable: netem rate has no bucket"
+    report.applied.update(rate_mbit=shape.rate_mbit, overhead_bytes=shape.overhead_bytes,
+                          delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms,
+                          loss_pct=shape.loss_pct, queue_limit_packets=shape.queue_packets)
+    if not fair:
+        report.applied["burst_bytes"] = 0
+    if shape.jitter_ms:
+        report.notes.append("netem jitter (normal distribution) can reorder packets")
+    back = read_back(vm, dev)
+    report.qdiscs = back["qdiscs"]
+    report.classes = [{"line": c} for c in back["classes"]]
+    report.filters = [{"line": f} for f in back["filters"]]
+    mismatch = _check_netem(shape, back["qdiscs"], fair)
+    if mismatch:
+        raise LabError(f"{label}: the VM does not hold what was asked: {'; '.join(mismatch)}\n"
+                       f"{back['tc_s_qdisc']}")
+    frame = lab_shaping.frame_cost(shape.overhead_bytes)
+    report.expected = {
+        "frame_bytes_charged": frame,
+        "tcp_goodput_mbit": round(lab_shaping.expected_tcp_goodput_mbit(
+            shape.rate_mbit, shape.overhead_bytes), 3),
+        "small_transfer_optimism_bytes": optimism,
+        "small_transfer_optimism_ms": round(optimism * 8 / (shape.rate_mbit * 1e3), 3),
+        "queue_delay_full_ms": round(shape.queue_packets * frame * 8 / (shape.rate_mbit * 1e3), 1),
+    }
+    report.notes.append(f"shaped inside the AP VM with `tc` over SSH; read back: "
+                        f"{back['tc_s_qdisc'].splitlines()[0] if back['tc_s_qdisc'] else '?'}")
+    report.vm = {"commands": [" ".join(c) for c in cmds], "tc_s_qdisc": back["tc_s_qdisc"],
+                 "guest_offloads": offloads}
+    return report
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+class VmLab:
+    """Context manager: host namespaces + the AP VM + shaping in the VM. See the module docstring.
+
+    Offers what :class:`testbed.emulated.EmulatedHosts` uses of a lab: ``address``,
+    ``add_to_cpu_group``, ``state`` (a :class:`LabState`), plus ``vm`` (its ``host`` is the AP's
+    SSH connection), :meth:`describe` and :meth:`conditions`.
+    """
+
+    def __init__(self, plan: LabPlan, workdir: Path, *, image: VmImage | None = None,
+                 accel: str = "tcg", progress: Callable[[str], None] | None = None,
+                 kind: str = "wifi") -> None:
+        self.plan = plan
+        self.workdir = Path(workdir)
+        self.image = image
+        self.accel = accel
+        self.progress = progress
+        self.kind = kind
+        self._addr = address_plan(plan)
+        self.vm: AccessPointVm | None = None
+        self.state: LabState | None = None
+        self._reports: list[VmShapingReport] = []
+        self._sysctls: dict[str, dict[str, str]] = {}
+        self._offloads: dict[str, dict[str, Any]] = {}
+        self._cpu_groups: dict[str, cpu.CpuGroup] = {}
+        self._cpu_notes: dict[str, dict[str, Any]] = {}
+        self._notes: list[str] = []
+        self._owner_pid = os.getpid()
+        self._claimed = False
+        self._old_sigterm: Any = None
+        self._sampler: threading.Thread | None = None
+        self._stop_sampling = threading.Event()
+        self._last_cpu: tuple[float, float] | None = None
+        self.boot_s: float | None = None
+
+    # ---- names -------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts that are namespaces (every host but the router)."""
+        return [h.name for h in self.plan.hosts if h.name != self.plan.router.name]
+
+    def namespace(self, host: str) -> str:
+        return names.namespace_name(self.run_id, host)
+
+    def address(self, host: str) -> str:
+        if host not in self._addr:
+            raise KeyError(f"{host} has no address of its own (router or unknown)")
+        return self._addr[host].address
+
+    def add_to_cpu_group(self, host: str, pid: int) -> bool:
+        g = self._cpu_groups.get(host)
+        if g is None:
+            return False
+        cpu.add_pid(g, pid)
+        return True
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "VmLab":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            self._old_sigterm = signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+    def up(self) -> LabState:
+        if os.geteuid() != 0:
+            raise LabError("the emulated lab needs root (network namespaces, taps, qdiscs)")
+        if cleanup.owned_namespaces(self.run_id):
+            raise LabError(f"run id {self.run_id} is in use: {cleanup.owned_namespaces(self.run_id)}")
+        self._owner_pid = os.getpid()
+        self._claimed = True
+        cleanup.register_run(self.run_id, kind="vm-lab", extra={
+            "namespaces": [self.namespace(h) for h in self.hosts]})
+        if self.image is None:
+            self.image = build_image(progress=self.progress)
+        with signals_deferred():
+            self._create_namespaces()
+        nics = [VmNic(h, self.namespace(h), f"{a.address}/{a.prefixlen}",
+                      f"{a.router_address}/{a.prefixlen}") for h, a in self._addr.items()]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.vm = AccessPointVm(self.image, self.run_id, nics, self.workdir, accel=self.accel,
+                                progress=self.progress)
+        self.vm.start()  # its own teardown runs in down()
+        self.boot_s = self.vm.boot_s
+        self.vm.run("for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done",
+                    timeout=20, check=False)
+        for h in self.hosts:
+            self._offloads[h] = disable_offloads(self.namespace(h), [self.vm.guest_nics[h].tap])
+        self._shape()
+        self._setup_cpu()
+        self._start_sampler()
+        self.state = self._make_state()
+        return self.state
+
+    def down(self) -> None:
+        """VM off, taps, namespaces, cgroups, record. Idempotent; a no-op in forked children."""
+        if os.getpid() != self._owner_pid or not self._claimed:
+            self._restore_sigterm()
+            return
+        with signals_deferred():
+            self._stop_sampling.set()
+            if self._sampler is not None:
+                self._sampler.join(timeout=5)
+                self._sampler = None
+            if self.vm is not None:
+                self.vm.stop()
+                self.vm = None
+            for secret in ("keys", "initrd-run.img"):  # per-run keys: never kept in results
+                p = self.workdir / secret
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.exists():
+                    p.unlink()
+            cleanup.remove_run(self.run_id)
+            self._cpu_groups.clear()
+            self._claimed = False
+            self.state = None
+        self._restore_sigterm()
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _create_namespaces(self) -> None:
+        for h in self.plan.hosts:
+            if h.name == self.plan.router.name:
+                continue
+            ns = self.namespace(h.name)
+            cleanup.create_namespace(ns)
+            with IPRoute(netns=ns, flags=0) as ipr:
+                lo = ipr.link_lookup(ifname="lo")
+                if lo:
+                    ipr.link("set", index=lo[0], state="up")
+            items: dict[str, str] = {}
+            if self.plan.disable_ipv6 and os.path.exists("/proc/sys/net/ipv6"):
+                items["net.ipv6.conf.all.disable_ipv6"] = "1"
+                items["net.ipv6.conf.default.disable_ipv6"] = "1"
+            items.update(dict(self.plan.sysctls))
+            items.update(dict(h.sysctls))
+            write_sysctls(ns, sorted(items.items()))
+            keys = list(RECORDED_SYSCTLS) + [k for k in items if k not in RECORDED_SYSCTLS]
+            got = read_sysctls(ns, keys)
+            for k, v in items.items():
+                if got.get(k) != v:
+                    raise LabError(f"{ns}: {k} reads {got.get(k)!r} after writing {v!r}")
+            self._sysctls[h.name] = got
+
+    def _shape(self, medium: LinkShape | None = None, downlink: LinkShape | None = None) -> None:
+        assert self.vm is not None
+        up = medium or self.plan.medium
+        down = downlink or (self.plan.downlink if medium is None else None) or up
+        nic = self.vm.guest_ifname
+        stations = [StationClass(h.name, self._addr[h.name].network) for h in self.plan.stations]
+        reports = []
+        if self.plan.wired:
+            reports.append(shape_queue(self.vm, "uplink", [nic(h.name) for h in self.plan.wired],
+                                       "ifbul", up, stations, "src"))
+        if self.plan.stations:
+            reports.append(shape_queue(self.vm, "downlink",
+                                       [nic(h.name) for h in self.plan.stations], "ifbdl", down,
+                                       stations, "dst"))
+        self._reports = reports
+
+    def reshape(self, medium: LinkShape, downlink: LinkShape | None = None) -> list[ShapingReport]:
+        if self.state is None:
+            raise LabError("lab is not up")
+        self._shape(medium, downlink)
+        self.state.shaping = list(self._reports)
+        return list(self._reports)
+
+    def _setup_cpu(self) -> None:
+        wanted = [h for h in self.plan.hosts if h.cpu_fraction is not None
+                  and h.name != self.plan.router.name]
+        if not wanted:
+            return
+        support = cpu.detect_cpu_support()
+        for h in wanted:
+            if not support.available:
+                self._cpu_notes[h.name] = {"applied": False, "fraction": h.cpu_fraction,
+                                           "reason": f"not applied: {support.detail}",
+                                           "fix": support.fix}
+                self._notes.append(f"cpu cap for {h.name} not applied: {support.detail}")
+                continue
+            g = cpu.create_group(self.run_id, h.name, h.cpu_fraction, support=support)
+            self._cpu_groups[h.name] = g
+            self._cpu_notes[h.name] = {"applied": True, **g.to_dict()}
+
+    def _make_state(self) -> LabState:
+        assert self.vm is not None
+        hosts: dict[str, HostState] = {}
+        router = self.plan.router
+        guest_offloads = {}
+        for r in self._reports:
+            guest_offloads.update({d: {"tso": v.get("tcp-segmentation-offload") == "on",
+                                       "gso": v.get("generic-segmentation-offload") == "on",
+                                       "gro": v.get("generic-receive-offload") == "on",
+                                       "method": "ethtool -K in the VM"}
+                                   for d, v in r.vm.get("guest_offloads", {}).items()})
+        hosts[router.name] = HostState(
+            name=router.name, role=router.role, namespace=f"vm (qemu pid {self.vm.pid})",
+            interface=None, address=None, network=None, gateway=None, router_interface=None,
+            sysctls={"net.ipv4.ip_forward": "1"}, offloads=guest_offloads, cpu=None)
+        for h in self.plan.hosts:
+            if h.name == router.name:
+                continue
+            a = self._addr[h.name]
+            hosts[h.name] = HostState(
+                name=h.name, role=h.role, namespace=self.namespace(h.name),
+                interface=self.vm.guest_nics[h.name].tap, address=a.address, network=a.network,
+                gateway=a.router_address, router_interface=self.vm.guest_ifname(h.name),
+                sysctls=dict(self._sysctls.get(h.name, {})),
+                offloads=dict(self._offloads.get(h.name, {})), cpu=self._cpu_notes.get(h.name))
+        notes = list(self._notes)
+        if len(self.plan.stations) > 1:
+            notes.append("downlink: one queue shared by all stations (station NICs redirected "
+                         "into ifb 'ifbdl' in the VM)")
+        if self.plan.medium.fair_per_station:
+            notes.append("per-station fairness: HTB classes with netem leaves in the VM")
+        if self.kind == "wifi":
+            notes.append(HWSIM_NOTE)
+        notes.append("up- and downlink are two independent queues (full duplex); delay is "
+                     "applied once per direction, so the base RTT is 2 x delay_ms")
+        return LabState(
+            run_id=self.run_id, hosts=hosts, shaping=list(self._reports),
+            capabilities={"netem": True, "htb": True, "u32": True, "mirred": True, "ifb": True},
+            address_plan={k: asdict(v) for k, v in self._addr.items()}, notes=notes)
+
+    # ---- what the manifest records -----------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The VM: accel, image (kernel and package versions, sha256), NICs, boot time, SSH."""
+        d = self.vm.describe() if self.vm is not None else {}
+        d["workdir"] = str(self.workdir)
+        d["cpu_samples"] = str(self.workdir / "qemu-cpu.csv")
+        if self.vm is not None:
+            d["kernel_in_vm"] = self.vm.run("uname -r", timeout=20, check=False).stdout.strip()
+            d["tc_version"] = self.vm.run([TC, "-V"], timeout=20, check=False).stdout.strip()
+        return d
+
+    def conditions(self) -> dict[str, Any]:
+        """Before a step: QEMU's CPU use since the last call, the host load, the queues' stats."""
+        out: dict[str, Any] = {"host_loadavg": list(os.getloadavg())}
+        if self.vm is None or self.vm.pid is None:
+            return out
+        now, cpu_s = time.monotonic(), _qemu_cpu_s(self.vm.pid)
+        if cpu_s is not None:
+            out["qemu_cpu_s"] = round(cpu_s, 2)
+            if self._last_cpu is not None:
+                dt = now - self._last_cpu[0]
+                out["qemu_cpu_pct_since_last_step"] = round(100 * (cpu_s - self._last_cpu[1]) / dt, 1)
+            self._last_cpu = (now, cpu_s)
+        stats = {}
+        for r in self._reports:
+            try:
+                q = json.loads(self.vm.run([TC, "-s", "-j", "qdisc", "show", "dev", r.interface],
+                                           timeout=20).stdout or "[]")
+                stats[r.label] = [{k: x.get(k) for k in ("kind", "handle", "bytes", "packets",
+                                                         "drops", "overlimits", "backlog", "qlen")}
+                                  for x in q if x.get("kind") in ("netem", "htb")]
+            except Exception as exc:  # informational only
+                stats[r.label] = {"error": str(exc)}
+        out["vm_queues"] = stats
+        return out
+
+    def _start_sampler(self, period_s: float = 2.0) -> None:
+        """QEMU's CPU time and the host load every ``period_s`` into ``qemu-cpu.csv``."""
+        assert self.vm is not None
+        pid, path = self.vm.pid, self.workdir / "qemu-cpu.csv"
+
+        def sample() -> None:
+            t0 = time.monotonic()
+            with open(path, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["t_s", "qemu_cpu_s", "load1", "wall"])
+                while not self._stop_sampling.is_set():
+                    c = _qemu_cpu_s(pid)
+                    if c is None:
+                        break
+                    w.writerow([round(time.monotonic() - t0, 2), round(c, 2),
+                                os.getloadavg()[0], time.strftime("%H:%M:%S")])
+                    fh.flush()
+                    self._stop_sampling.wait(period_s)
+
+        self._stop_sampling.clear()
+        self._sampler = threading.Thread(target=sample, name="qemu-cpu", daemon=True)
+        self._sampler.start()
