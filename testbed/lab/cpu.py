@@ -299,3 +299,28 @@ def remove_run_groups(run_id: str, *, dry_run: bool = False) -> list[str]:
     for run_dir in owned_run_dirs(run_id):
         done += remove_run_dir(run_dir, dry_run=dry_run)
     return done
+
+
+def cap_hosts(
+    run_id: str, fractions: dict[str, float]
+) -> tuple[dict[str, CpuGroup], dict[str, dict[str, Any]], list[str]]:
+    """A CPU cap group per host (host -> fraction of one core).
+
+    Returns the groups made, a per-host note for the manifest (applied or why not, and the fix),
+    and one line per cap that could not be applied.
+    """
+    groups: dict[str, CpuGroup] = {}
+    notes: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    if not fractions:
+        return groups, notes, missing
+    support = detect_cpu_support()
+    for host, fraction in fractions.items():
+        if not support.available:
+            notes[host] = {"applied": False, "fraction": fraction,
+                           "reason": f"not applied: {support.detail}", "fix": support.fix}
+            missing.append(f"cpu cap for {host} not applied: {support.detail}")
+            continue
+        groups[host] = create_group(run_id, host, fraction, support=support)
+        notes[host] = {"applied": True, **groups[host].to_dict()}
+    return groups, notes, missing

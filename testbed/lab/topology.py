@@ -713,20 +713,12 @@ class EmulatedLab:
         self._reports = reports
 
     def _setup_cpu(self) -> None:
-        wanted = [h for h in self.plan.hosts if h.cpu_fraction is not None]
-        if not wanted:
-            return
-        support = cpu.detect_cpu_support()
-        for h in wanted:
-            if not support.available:
-                self._cpu_notes[h.name] = {"applied": False, "fraction": h.cpu_fraction,
-                                           "reason": f"not applied: {support.detail}",
-                                           "fix": support.fix}
-                self._notes.append(f"cpu cap for {h.name} not applied: {support.detail}")
-                continue
-            g = cpu.create_group(self.run_id, h.name, h.cpu_fraction, support=support)
-            self._cpu_groups[h.name] = g
-            self._cpu_notes[h.name] = {"applied": True, **g.to_dict()}
+        groups, notes, missing = cpu.cap_hosts(
+            self.run_id, {h.name: h.cpu_fraction for h in self.plan.hosts
+                          if h.cpu_fraction is not None})
+        self._cpu_groups.update(groups)
+        self._cpu_notes.update(notes)
+        self._notes.extend(missing)
 
     def _make_state(self) -> LabState:
         hosts: dict[str, HostState] = {}
