@@ -379,11 +379,17 @@ def cmd_report(args) -> int:
 def cmd_doctor(args) -> int:
     from testbed.lab.capabilities import doctor
 
+    from testbed.emulated import choose_backend
+
     for cap in doctor():
         mark = "ok " if cap.available else "-- "
         print(f"{mark} {cap.name:16s} {cap.detail}")
         if not cap.available and cap.fix:
             print(f"    {'':16s} fix: {cap.fix}")
+    choice = choose_backend("auto")
+    print(f"\naccess point with `backend: auto`: {choice['backend']} ({choice['reason']})")
+    for warning in choice["warnings"]:
+        print(f"    warning: {warning}")
     return 0
 
 
