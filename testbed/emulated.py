@@ -74,6 +74,19 @@ def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
     return out
 
 
+def wifi_radios(scenario: Scenario, router: Any, backend: str) -> bool:
+    """Whether the stations associate over hwsim radios: a WiFi link with the AP as a VM, unless
+    the AP host says ``hwsim: false``. A namespace AP has none (logged when one was asked for)."""
+    if scenario.link.kind != "wifi":
+        return False
+    if backend != "vm":
+        if router.hwsim:
+            log.warning("hwsim: true is not applied: the AP runs as a namespace (%s), which has "
+                        "no radios", backend)
+        return False
+    return router.hwsim is not False
+
+
 def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
     """The emulated lab a scenario asks for."""
     return LabPlan(
@@ -99,12 +112,15 @@ class EmulatedHosts:
             log.warning("%s", warning)
         log.info("AP backend: %s (%s)", self.choice["backend"], self.choice["reason"])
         plan = lab_plan(scenario, run_id)
+        self.choice["hwsim"] = radios = wifi_radios(scenario, router, self.choice["backend"])
         if self.choice["backend"] == "vm":
             from testbed.vm.lab import VmLab
+            from testbed.wifi import WifiSettings
 
             self.lab: EmulatedLab | Any = VmLab(plan, self.run_dir / "vm",
                                                 accel=self.choice["accel"],
-                                                kind=scenario.link.kind, progress=log.info)
+                                                kind=scenario.link.kind, progress=log.info,
+                                                wifi=WifiSettings() if radios else None)
         else:
             self.lab = EmulatedLab(plan, capabilities=caps)
         self.python = sys.executable

@@ -127,6 +127,11 @@ class Host:
     """AP/eNB only: ``namespace`` (the AP is a network namespace, host qdiscs), ``vm`` (the AP is
     a QEMU VM with real netem: ``testbed.vm``) or ``auto`` (host netem if the kernel has it, else
     the VM if QEMU is installed, else namespace tbf/htb); see ``testbed.emulated``."""
+    hwsim: bool | None = None
+    """AP of a WiFi link, when it runs as a VM: ``true`` (the default there) associates every
+    station to hostapd over mac80211_hwsim radios in the VM (WPA2, ``testbed.vm.radio``);
+    ``false`` shapes with netem only, without 802.11. Ignored (and recorded so) when the AP is a
+    namespace."""
 
 
 @dataclass(frozen=True)
@@ -762,6 +767,17 @@ def _parse_hosts(
                 f"only the ap/enb host has a backend (it decides where the shared medium is "
                 f"shaped); {role!r} hosts are always namespaces, got {backend!r}",
             )
+        hwsim = ck.get(data, "hwsim", path, ck.boolean)
+        if hwsim is not None and hwsim is not BAD:
+            if role not in ("ap", BAD):
+                ck.error(_join(path, "hwsim"), f"only the ap host of a WiFi link has radios; "
+                                               f"{role!r} hosts do not, remove the key")
+            elif kind not in ("wifi", None, BAD):
+                ck.error(_join(path, "hwsim"), f"hwsim radios belong to a WiFi link, this link is "
+                                               f"{kind!r}: remove the key")
+            elif hwsim and backend == "namespace":
+                ck.error(_join(path, "hwsim"), "hwsim radios run inside the AP VM: set backend: vm "
+                                               "(or auto) on this host, or remove the key")
         if len(ck.problems) > n0:
             out.append(None)
             continue
@@ -773,7 +789,7 @@ def _parse_hosts(
                 f"{threads} threads on a {cpu:g}-core share oversubscribe it "
                 "(expect slower frames)",
             )
-        out.append(Host(name, role, address, cpu, threads, backend))
+        out.append(Host(name, role, address, cpu, threads, backend, hwsim))
     _check_roles(ck, roles, "hosts", kind, loads, real=False)
     if any(h is None for h in out):
         return None

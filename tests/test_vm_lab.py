@@ -131,10 +131,22 @@ def test_testbed_run_with_the_ap_as_a_vm(tmp_path):
         netem = [q for q in s["qdiscs"] if q["kind"] == "netem"]
         assert netem and netem[0]["options"]["limit"] == 100
         assert "netem" in s["vm"]["tc_s_qdisc"] and "rate 24Mbit" in s["vm"]["tc_s_qdisc"]
-    assert shaped["downlink"]["interface"] == "ifbdl" and len(shaped["downlink"]["feeds"]) == 2
+    # WiFi mode (the default for a WiFi link in the VM): both stations associated over hwsim
+    # radios with WPA2, the downlink queue is the AP radio's, every step saw 802.11 traffic
+    wifi = lab["vm"]["wifi"]
+    assert wifi["mode"] == "hwsim" and lab["backend"]["hwsim"] is True
+    assert "AP-ENABLED" in wifi["events"]["ap"]["AP-ENABLED"]["line"]
+    for station in ("md", "ext"):
+        assert "CTRL-EVENT-CONNECTED" in wifi["events"][station]["CTRL-EVENT-CONNECTED"]["line"]
+    assert shaped["downlink"]["interface"] == wifi["ap_radio"]["ifname"]
     assert any("no airtime model" in n for n in lab["notes"])
     for step in manifest["steps"].values():
         assert "qemu_cpu_s" in step["conditions"]
+        radio = step["conditions"]["radio"]
+        assert radio["md"]["connected"] and radio["ap"]["stations"]["md"]["rx_bytes"] > 0
+    kept = {p.name for p in (run_dir / "vm" / "wifi").iterdir()}
+    assert {"hostapd.conf", "hostapd.log", "wpa_supplicant-md.log"} <= kept
+    assert "wpa_passphrase=<per-run secret>" in (run_dir / "vm" / "wifi" / "hostapd.conf").read_text()
     # nothing left: QEMU, taps, namespaces, records
     run_id = manifest["run_id"]
     assert not [p for p in os.listdir("/proc") if p.isdigit()

@@ -7,7 +7,8 @@ folder per set of package versions::
     /var/cache/testbed/vm/<key>/
         vmlinuz          Debian's kernel (linux-image-<abi>-amd64, from linux-image-amd64)
         initrd.img       gzipped newc cpio: busybox-static, iproute2 (ip, tc + netem's
-                         distribution tables), iperf3, ethtool, dropbear, their shared libraries
+                         distribution tables), iperf3, ethtool, dropbear, iw, hostapd,
+                         wpa_supplicant, wireless-regdb's regulatory.db, their shared libraries
                          (found with ldd), the kernel modules below with their dependencies
                          (modinfo -F depends, recursively; depmod -b), /init and busybox init
         manifest.json    package versions, kernel version, modules, sha256 of both files
@@ -37,6 +38,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -49,10 +51,11 @@ from testbed.vm.cpio import CpioWriter
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("TESTBED_CACHE", "/var/cache/testbed"))
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 KERNEL_META = "linux-image-amd64"
-PACKAGES = ("busybox-static", "iproute2", "iperf3", "ethtool", "dropbear-bin")
+PACKAGES = ("busybox-static", "iproute2", "iperf3", "ethtool", "dropbear-bin", "iw", "hostapd",
+            "wpasupplicant", "wireless-regdb")
 
 #: image path -> where the binary may sit in the unpacked packages (first match wins)
 BINARIES = {
@@ -62,6 +65,15 @@ BINARIES = {
     "usr/sbin/ethtool": ("sbin/ethtool", "usr/sbin/ethtool"),
     "usr/sbin/dropbear": ("usr/sbin/dropbear",),
     "usr/bin/dropbearkey": ("usr/bin/dropbearkey",),
+    "usr/sbin/iw": ("sbin/iw", "usr/sbin/iw"),
+    "usr/sbin/hostapd": ("usr/sbin/hostapd",),
+    "usr/sbin/wpa_supplicant": ("sbin/wpa_supplicant", "usr/sbin/wpa_supplicant"),
+}
+#: WiFi regulatory database (cfg80211 loads it as firmware when hostapd sets a country):
+#: image name -> candidates in wireless-regdb (Debian ships the copy its kernels trust as -debian)
+FIRMWARE = {
+    "regulatory.db": ("regulatory.db-debian", "regulatory.db"),
+    "regulatory.db.p7s": ("regulatory.db.p7s-debian", "regulatory.db.p7s"),
 }
 #: busybox applets NOT linked: the real tools are called by absolute path anyway, but a PATH
 #: lookup must never find busybox's reduced versions
@@ -72,8 +84,9 @@ BOOT_MODULES = (
     "virtio_pci", "virtio_net", "sch_netem", "sch_tbf", "sch_htb", "sch_ingress",
     "cls_u32", "cls_matchall", "act_mirred", "ifb",
 )
-#: copied (with dependencies) but loaded only on demand (WiFi mode)
-EXTRA_MODULES = ("mac80211_hwsim", "cfg80211", "mac80211")
+#: copied (with dependencies) but loaded only on demand (WiFi mode, :mod:`testbed.vm.radio`):
+#: the 802.11 stack, CCMP's ciphers (WPA2), and mac80211_hwsim last (it takes ``radios=N``)
+WIFI_MODULES = ("cfg80211", "mac80211", "ctr", "ccm", "cmac", "mac80211_hwsim")
 
 MULTIARCH = "x86_64-linux-gnu"
 LIBDIR = f"usr/lib/{MULTIARCH}"
@@ -216,7 +229,7 @@ def resolve_packages(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
 def cache_key(versions: dict[str, str]) -> str:
     blob = json.dumps(
         {"format": BUILD_FORMAT, "packages": versions, "boot_modules": BOOT_MODULES,
-         "extra_modules": EXTRA_MODULES, "binaries": sorted(BINARIES)},
+         "wifi_modules": WIFI_MODULES, "firmware": sorted(FIRMWARE), "binaries": sorted(BINARIES)},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -449,7 +462,7 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
     files = _module_files(modsrc)
     builtin = _builtin_modules(modsrc)
     boot = _module_closure(BOOT_MODULES, files, builtin)
-    extra = [m for m in _module_closure(EXTRA_MODULES, files, builtin) if m not in boot]
+    extra = [m for m in _module_closure(WIFI_MODULES, files, builtin) if m not in boot]
     moddst = root / "usr/lib/modules" / kernel_version
     rel_of = {}
     for name in boot + extra:
@@ -471,6 +484,15 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
     if proc.returncode != 0:
         raise BuildError(f"depmod -b failed: {proc.stderr.strip()}")
     (root / "etc/testbed/boot-modules").write_text("".join(rel_of[m] + "\n" for m in boot))
+    (root / "etc/testbed/wifi-modules").write_text("".join(rel_of[m] + "\n" for m in extra))
+
+    for name, candidates in FIRMWARE.items():
+        src = next((staging / d / c for c in candidates for d in ("lib/firmware", "usr/lib/firmware")
+                    if (staging / d / c).is_file()), None)
+        if src is None:
+            raise BuildError(f"no {name} in the unpacked packages (wireless-regdb; looked for "
+                             f"{candidates})")
+        _copy(src, root / "usr/lib/firmware" / name, 0o644)
 
     # init, configuration
     for rel, text in ETC.items():
@@ -483,8 +505,9 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
     os.chmod(root / "root/.ssh", 0o700)
     progress(f"image tree: {linked} busybox applets, {len(BINARIES)} tools, {len(libs)} libraries, "
              f"{len(boot)} boot modules + {len(extra)} on demand")
-    return {"boot_modules": boot, "extra_modules": extra, "libraries": sorted(libs),
-            "libraries_from_host": from_host, "busybox_applets": linked}
+    return {"boot_modules": boot, "wifi_modules": extra, "libraries": sorted(libs),
+            "libraries_from_host": from_host, "busybox_applets": linked,
+            "firmware": sorted(FIRMWARE)}
 
 
 def _smoke_test(root: Path) -> dict[str, str]:
@@ -495,15 +518,23 @@ def _smoke_test(root: Path) -> dict[str, str]:
         "iperf3": ["/usr/bin/iperf3", "--version"],
         "ethtool": ["/usr/sbin/ethtool", "--version"],
         "dropbear": ["/usr/sbin/dropbear", "-V"],
+        "iw": ["/usr/sbin/iw", "--version"],
+        "hostapd": ["/usr/sbin/hostapd", "-v"],
+        "wpa_supplicant": ["/usr/sbin/wpa_supplicant", "-v"],
         "busybox": ["/bin/sh", "-c", "busybox | head -1"],
     }
     out = {}
-    for name, argv in checks.items():
-        proc = _run(["chroot", str(root), *argv], timeout=30)
-        text = (proc.stdout + proc.stderr).strip()
-        if proc.returncode not in (0, 1) or "error while loading shared libraries" in text:
-            raise BuildError(f"{name} does not run inside the image: {text[-500:]}")
-        out[name] = text.splitlines()[0] if text else ""
+    urandom = root / "dev/urandom"  # hostapd and wpa_supplicant open it before printing -v
+    os.mknod(urandom, 0o666 | stat.S_IFCHR, os.makedev(1, 9))
+    try:
+        for name, argv in checks.items():
+            proc = _run(["chroot", str(root), *argv], timeout=30)
+            text = (proc.stdout + proc.stderr).strip()
+            if proc.returncode not in (0, 1) or "error while loading shared libraries" in text:
+                raise BuildError(f"{name} does not run inside the image: {text[-500:]}")
+            out[name] = text.splitlines()[0] if text else ""
+    finally:
+        urandom.unlink()
     return out
 
 

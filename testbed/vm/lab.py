@@ -69,13 +69,15 @@ from testbed.lab.topology import (
 from testbed.vm import shaping
 from testbed.vm.boot import AccessPointVm, VmNic
 from testbed.vm.build import VmImage, build_image
+from testbed.vm.radio import NO_AIRTIME_NOTE, HwsimWifi, StationPlan
+from testbed.wifi import WifiSettings
 
 log = logging.getLogger(__name__)
 
 TC = shaping.TC
 IP = "/usr/sbin/ip"
-HWSIM_NOTE = ("mac80211_hwsim (in the image, not used in this mode) has no airtime model: "
-              "a WiFi medium is always the netem queue on the AP, not simulated radio contention")
+NETEM_ONLY_NOTE = ("WiFi without radios (hwsim: false): the medium is netem only, no 802.11 "
+                   "association; the station NICs are routed directly by the VM")
 
 
 def _bits(rate_mbit: float) -> str:
@@ -272,13 +274,15 @@ class VmLab:
 
     def __init__(self, plan: LabPlan, workdir: Path, *, image: VmImage | None = None,
                  accel: str = "tcg", progress: Callable[[str], None] | None = None,
-                 kind: str = "wifi") -> None:
+                 kind: str = "wifi", wifi: WifiSettings | None = None) -> None:
         self.plan = plan
         self.workdir = Path(workdir)
         self.image = image
         self.accel = accel
         self.progress = progress
         self.kind = kind
+        self.wifi_settings = wifi
+        self.wifi: HwsimWifi | None = None
         self._addr = address_plan(plan)
         self.vm: AccessPointVm | None = None
         self.state: LabState | None = None
@@ -360,6 +364,8 @@ class VmLab:
                     timeout=20, check=False)
         for h in self.hosts:
             self._offloads[h] = disable_offloads(self.namespace(h), [self.vm.guest_nics[h].tap])
+        if self.wifi_settings is not None:
+            self._start_radios(self.wifi_settings)
         self._shape()
         self._setup_cpu()
         self._start_sampler()
@@ -376,6 +382,9 @@ class VmLab:
             if self._sampler is not None:
                 self._sampler.join(timeout=5)
                 self._sampler = None
+            if self.wifi is not None:
+                self.wifi.fetch_logs()
+                self.wifi = None
             if self.vm is not None:
                 self.vm.stop()
                 self.vm = None
@@ -421,6 +430,16 @@ class VmLab:
                     raise LabError(f"{ns}: {k} reads {got.get(k)!r} after writing {v!r}")
             self._sysctls[h.name] = got
 
+    def _start_radios(self, settings: WifiSettings) -> None:
+        """WiFi mode: hostapd and one wpa_supplicant per station on hwsim radios in the VM."""
+        assert self.vm is not None
+        stations = [StationPlan(h.name, self.vm.guest_ifname(h.name),
+                                f"{self._addr[h.name].router_address}/{self._addr[h.name].prefixlen}",
+                                self._addr[h.name].network) for h in self.plan.stations]
+        self.wifi = HwsimWifi(self.vm, settings, stations, run_id=self.run_id,
+                              keep_dir=self.workdir / "wifi")
+        self.wifi.up()
+
     def _shape(self, medium: LinkShape | None = None, downlink: LinkShape | None = None) -> None:
         assert self.vm is not None
         up = medium or self.plan.medium
@@ -431,7 +450,10 @@ class VmLab:
         if self.plan.wired:
             reports.append(shape_queue(self.vm, "uplink", [nic(h.name) for h in self.plan.wired],
                                        "ifbul", up, stations, "src"))
-        if self.plan.stations:
+        if self.wifi is not None and self.wifi.ap is not None:  # the AP radio reaches them all
+            reports.append(shape_queue(self.vm, "downlink", [self.wifi.ap.ifname], "ifbdl", down,
+                                       stations, "dst"))
+        elif self.plan.stations:
             reports.append(shape_queue(self.vm, "downlink",
                                        [nic(h.name) for h in self.plan.stations], "ifbdl", down,
                                        stations, "dst"))
@@ -478,13 +500,17 @@ class VmLab:
                 sysctls=dict(self._sysctls.get(h.name, {})),
                 offloads=dict(self._offloads.get(h.name, {})), cpu=self._cpu_notes.get(h.name))
         notes = list(self._notes)
-        if len(self.plan.stations) > 1:
+        if self.wifi is not None:
+            notes.append("WiFi mode: stations associate to hostapd over mac80211_hwsim radios in "
+                         "the VM (WPA2); downlink shaped on the AP radio's egress")
+            notes.append(NO_AIRTIME_NOTE)
+        elif len(self.plan.stations) > 1:
             notes.append("downlink: one queue shared by all stations (station NICs redirected "
                          "into ifb 'ifbdl' in the VM)")
         if self.plan.medium.fair_per_station:
             notes.append("per-station fairness: HTB classes with netem leaves in the VM")
-        if self.kind == "wifi":
-            notes.append(HWSIM_NOTE)
+        if self.kind == "wifi" and self.wifi is None:
+            notes.append(NETEM_ONLY_NOTE)
         notes.append("up- and downlink are two independent queues (full duplex); delay is "
                      "applied once per direction, so the base RTT is 2 x delay_ms")
         return LabState(
@@ -501,6 +527,7 @@ class VmLab:
         if self.vm is not None:
             d["kernel_in_vm"] = self.vm.run("uname -r", timeout=20, check=False).stdout.strip()
             d["tc_version"] = self.vm.run([TC, "-V"], timeout=20, check=False).stdout.strip()
+        d["wifi"] = self.wifi.manifest() if self.wifi is not None else {"mode": "none"}
         return d
 
     def conditions(self) -> dict[str, Any]:
@@ -526,6 +553,11 @@ class VmLab:
             except Exception as exc:  # informational only
                 stats[r.label] = {"error": str(exc)}
         out["vm_queues"] = stats
+        if self.wifi is not None:
+            try:
+                out["radio"] = self.wifi.radio_state()
+            except Exception as exc:  # informational only
+                out["radio"] = {"error": str(exc)}
         return out
 
     def _start_sampler(self, period_s: float = 2.0) -> None:

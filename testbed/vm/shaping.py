@@ -90,10 +90,13 @@ class Netem:
         return asdict(self)
 
 
-def offloads_off(vm, dev: str) -> dict[str, str]:
-    """Switch TSO/GSO/GRO off on guest NIC ``dev``; return what ``ethtool -k`` then reports."""
-    vm.run([ETHTOOL, "-K", dev, "tso", "off", "gso", "off", "gro", "off"], timeout=20, check=False)
-    out = vm.run([ETHTOOL, "-k", dev], timeout=20).stdout
+def offloads_off(vm, dev: str, netns: str | None = None) -> dict[str, str]:
+    """Switch TSO/GSO/GRO off on guest NIC ``dev`` (in the VM's namespace ``netns``, if given);
+    return what ``ethtool -k`` then reports."""
+    pre = ["/usr/sbin/ip", "netns", "exec", netns] if netns else []
+    vm.run([*pre, ETHTOOL, "-K", dev, "tso", "off", "gso", "off", "gro", "off"], timeout=20,
+           check=False)
+    out = vm.run([*pre, ETHTOOL, "-k", dev], timeout=20).stdout
     keep = ("tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload")
     found = {}
     for line in out.splitlines():
