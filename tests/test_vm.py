@@ -12,7 +12,6 @@ import base64
 import io
 import os
 import select
-import shutil
 import socket
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ from testbed.vm import boot, shaping
 from testbed.vm.build import _dep_names, _is_library, cache_key
 from testbed.vm.cpio import CpioWriter
 from testbed.vm.shaping import Netem
+
+from tests.vmcheck import assert_nothing_left, needs_vm, owned_links, qemu_pids
 
 
 # --------------------------------------------------------------------------- unit
@@ -115,40 +116,6 @@ def test_management_subnet_is_in_the_benchmarking_range():
 # --------------------------------------------------------------------------- root: one VM
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (namespaces, taps, dpkg -x, chroot)"
-    if shutil.which(boot.QEMU) is None:
-        return f"{boot.QEMU} not installed (apt-get install qemu-system-x86)"
-    for tool in ("apt-get", "dpkg", "modinfo", "depmod", "chroot"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (the VM image build needs apt, dpkg, kmod, coreutils)"
-    return None
-
-
-needs_vm = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-
-
-def _qemu_pids(run_id: str) -> list[int]:
-    found = []
-    for e in os.listdir("/proc"):
-        if e.isdigit() and boot._is_our_qemu(int(e), run_id) and cleanup._alive(int(e)):
-            found.append(int(e))
-    return found
-
-
-def _owned_links(run_id: str) -> list[str]:
-    return [n for links in cleanup._owned_root_links().values() for n in links
-            if names.is_owned_interface(n, run_id)]
-
-
-def _assert_nothing_left(run_id: str) -> None:
-    assert _qemu_pids(run_id) == []
-    assert _owned_links(run_id) == []
-    assert cleanup.owned_namespaces(run_id) == []
-    assert not boot.pid_file(run_id).exists() and not boot.record_file(run_id).exists()
-
-
 @pytest.fixture(scope="module")
 def image():
     from testbed.vm.build import build_image
@@ -168,7 +135,7 @@ def vm(image, tmp_path_factory):
     with vm_pair(image, run_id, tmp_path_factory.mktemp("vm")) as the_vm:
         print(f"VM booted in {time.monotonic() - t0:.1f}s")
         yield the_vm
-    _assert_nothing_left(run_id)
+    assert_nothing_left(run_id)
 
 
 @pytest.mark.root
@@ -311,15 +278,15 @@ def test_injected_failure_after_boot_start_leaves_nothing(image, tmp_path, monke
     run_id = names.new_run_id()
 
     def interrupted(self, vm_ip):
-        assert _qemu_pids(run_id), "QEMU should be running at this point"
-        assert _owned_links(run_id), "the management tap should exist at this point"
+        assert qemu_pids(run_id), "QEMU should be running at this point"
+        assert owned_links(run_id), "the management tap should exist at this point"
         raise KeyboardInterrupt
 
     monkeypatch.setattr(boot.AccessPointVm, "_wait_ssh", interrupted)
     with pytest.raises(KeyboardInterrupt):
         with vm_pair(image, run_id, tmp_path):
             pass
-    _assert_nothing_left(run_id)
+    assert_nothing_left(run_id)
 
 
 @pytest.mark.root
@@ -349,14 +316,14 @@ def test_clean_stops_a_vm_a_killed_run_left(tmp_path):
         deadline = time.monotonic() + 10
         while not boot.pid_file(run_id).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _qemu_pids(run_id) == [qemu.pid]
+        assert qemu_pids(run_id) == [qemu.pid]
         preview = cleanup.clean(dry_run=True, run_id=run_id)
         assert any(f"qemu pid {qemu.pid}" in line for line in preview)
-        assert _qemu_pids(run_id) == [qemu.pid]
+        assert qemu_pids(run_id) == [qemu.pid]
         done = cleanup.clean(run_id=run_id)
         assert any(f"qemu pid {qemu.pid}" in line for line in done)
         qemu.wait(timeout=10)
-        _assert_nothing_left(run_id)
+        assert_nothing_left(run_id)
     finally:
         if qemu.poll() is None:
             qemu.kill()

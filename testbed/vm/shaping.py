@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from testbed.lab import cleanup
 
@@ -168,15 +168,38 @@ def transfer_times(client_ns: str, server_ns: str, server_addr: str, size: int, 
         server.wait(timeout=10)
 
 
+def tcp_goodput_mbit(client_ns: str, server_ns: str, server_addr: str, seconds: float = 4.0,
+                     port: int = 5601) -> float:
+    """iperf3 TCP goodput from ``client_ns`` to ``server_ns`` (Mbit/s, receiver side)."""
+    server = cleanup.popen_in_namespace(
+        server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        out = cleanup.run_in_namespace(
+            client_ns, ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J"],
+            timeout=seconds + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"iperf3 failed: {(out.stdout + out.stderr).strip()[-1000:]}")
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
 def fidelity_rows(vm, client_ns: str, server_ns: str, server_addr: str, *,
                   rates_mbit: Sequence[float] = (3.0, 24.0), sizes: Sequence[int] = (10_092, 75_000),
                   delay_ms: float = 2.0, count: int = 15, gap_s: float = 0.2,
-                  stations: str = "md", es: str = "es") -> list[dict[str, Any]]:
-    """Median one-message transfer vs the floor over idle netem links (both directions shaped)."""
+                  stations: str = "md", es: str = "es",
+                  shape: Callable[[Netem], Any] | None = None) -> list[dict[str, Any]]:
+    """Median one-message transfer vs the floor over idle netem links (both directions shaped).
+
+    ``shape(spec)`` applies one direction's netem to both directions; the default shapes the VM
+    NICs ``stations`` and ``es`` (:func:`shape_path`); a VM lab passes its own (e.g. WiFi mode)."""
+    apply_both = shape or (lambda spec: shape_path(vm, spec, spec, stations=stations, es=es))
     rows = []
     for rate in rates_mbit:
-        spec = Netem(rate_mbit=rate, delay_ms=delay_ms)
-        shape_path(vm, spec, spec, stations=stations, es=es)
+        apply_both(Netem(rate_mbit=rate, delay_ms=delay_ms))
         rtt = statistics.median(transfer_times(client_ns, server_ns, server_addr, 1, count, gap_s))
         for size in sizes:
             times = transfer_times(client_ns, server_ns, server_addr, size, count, gap_s)
