@@ -45,6 +45,10 @@ NO_NETEM_WARNING = ("the host kernel has no sch_netem: the AP namespace shapes w
                     "delay, jitter and loss are NOT applied (rate and queue only)")
 
 
+HWSIM_TCG_REASON = ("default without KVM: netem only; under TCG the 802.11 path through hwsim is "
+                    "CPU-bound below the WiFi presets' rates (set hwsim: true to use it anyway)")
+
+
 def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
     """Where the AP runs: ``{"requested", "backend": "namespace"|"vm", "reason", "warnings"}``.
 
@@ -74,17 +78,25 @@ def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
     return out
 
 
-def wifi_radios(scenario: Scenario, router: Any, backend: str) -> bool:
-    """Whether the stations associate over hwsim radios: a WiFi link with the AP as a VM, unless
-    the AP host says ``hwsim: false``. A namespace AP has none (logged when one was asked for)."""
+def wifi_radios(scenario: Scenario, router: Any, backend: str,
+                accel: str | None) -> tuple[bool, str]:
+    """Whether the stations associate over hwsim radios in the AP VM, and why.
+
+    The AP host's ``hwsim`` decides; unset, radios are on with KVM and off with TCG, where the
+    802.11 path (framing and CCMP in software) is CPU-bound below the WiFi presets' rates
+    (``benchmarks/vm_fidelity.py --modes wifi``). A namespace AP has no radios."""
     if scenario.link.kind != "wifi":
-        return False
+        return False, f"not a WiFi link ({scenario.link.kind})"
     if backend != "vm":
         if router.hwsim:
-            log.warning("hwsim: true is not applied: the AP runs as a namespace (%s), which has "
-                        "no radios", backend)
-        return False
-    return router.hwsim is not False
+            log.warning("hwsim: true is not applied: the AP runs as a namespace, which has no "
+                        "radios")
+        return False, "the AP is a namespace: no radios"
+    if router.hwsim is not None:
+        return router.hwsim, f"hwsim: {'true' if router.hwsim else 'false'} in the scenario"
+    if accel == "kvm":
+        return True, "default with KVM: stations associate over hwsim radios in the VM"
+    return False, HWSIM_TCG_REASON
 
 
 def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
@@ -112,7 +124,9 @@ class EmulatedHosts:
             log.warning("%s", warning)
         log.info("AP backend: %s (%s)", self.choice["backend"], self.choice["reason"])
         plan = lab_plan(scenario, run_id)
-        self.choice["hwsim"] = radios = wifi_radios(scenario, router, self.choice["backend"])
+        radios, why = wifi_radios(scenario, router, self.choice["backend"], self.choice["accel"])
+        self.choice.update(hwsim=radios, hwsim_reason=why)
+        log.info("WiFi radios (hwsim): %s (%s)", "on" if radios else "off", why)
         if self.choice["backend"] == "vm":
             from testbed.vm.lab import VmLab
             from testbed.wifi import WifiSettings

@@ -42,17 +42,19 @@ def _problems(ap: dict, kind: str = "wifi") -> dict[str, str]:
     return {p.path: p.message for p in err.value.problems}
 
 
-def test_hwsim_key_defaults_to_radios_for_a_wifi_ap_in_the_vm():
+def test_hwsim_key_defaults_to_radios_only_where_kvm_makes_them_cheap():
     s = _scenario({"backend": "vm"})
     assert s.host("ap").hwsim is None
-    assert wifi_radios(s, s.host("ap"), "vm") is True
-    assert wifi_radios(s, s.host("ap"), "namespace") is False  # a namespace has no radios
+    assert wifi_radios(s, s.host("ap"), "vm", "kvm")[0] is True
+    on, why = wifi_radios(s, s.host("ap"), "vm", "tcg")
+    assert on is False and "CPU-bound" in why and "hwsim: true" in why
+    assert wifi_radios(s, s.host("ap"), "namespace", None)[0] is False  # no radios there
     off = _scenario({"backend": "vm", "hwsim": False})
-    assert wifi_radios(off, off.host("ap"), "vm") is False
-    auto = _scenario({"backend": "auto", "hwsim": True})
-    assert auto.host("ap").hwsim is True and wifi_radios(auto, auto.host("ap"), "vm")
+    assert wifi_radios(off, off.host("ap"), "vm", "kvm") == (False, "hwsim: false in the scenario")
+    forced = _scenario({"backend": "auto", "hwsim": True})
+    assert forced.host("ap").hwsim is True and wifi_radios(forced, forced.host("ap"), "vm", "tcg")[0]
     lte = _scenario({"backend": "vm"}, kind="lte")
-    assert wifi_radios(lte, lte.host("enb"), "vm") is False
+    assert wifi_radios(lte, lte.host("enb"), "vm", "kvm")[0] is False
     # the scenario round-trips with the key
     assert sc.parse_scenario(sc.scenario_to_dict(off), cores=2) == off
 
@@ -99,6 +101,10 @@ def test_stations_associate_with_wpa2_and_the_md_reaches_the_es_over_802_11(wifi
 
     wifi = wifi_lab.describe()["wifi"]
     assert wifi["mode"] == "hwsim" and "WPA2" in wifi["security"]
+    assert wifi["ccmp_cipher_driver"].startswith("ccm")
+    capacity = wifi["path_capacity"]  # unshaped 802.11 path, measured before netem went on
+    assert capacity["tcp_goodput_mbit"] > 0 and capacity["ok"] == (
+        capacity["tcp_goodput_mbit"] >= 1.5 * capacity["medium_rate_mbit"])
     assert wifi["events"]["ap"]["AP-ENABLED"]["line"].endswith(f"{wifi['ap_radio']['ifname']}: AP-ENABLED")
     for station in ("md", "ext"):
         line = wifi["events"][station]["CTRL-EVENT-CONNECTED"]["line"]

@@ -44,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from testbed.vm.cpio import CpioWriter
 
@@ -85,8 +85,9 @@ BOOT_MODULES = (
     "cls_u32", "cls_matchall", "act_mirred", "ifb",
 )
 #: copied (with dependencies) but loaded only on demand (WiFi mode, :mod:`testbed.vm.radio`):
-#: the 802.11 stack, CCMP's ciphers (WPA2), and mac80211_hwsim last (it takes ``radios=N``)
-WIFI_MODULES = ("cfg80211", "mac80211", "ctr", "ccm", "cmac", "mac80211_hwsim")
+#: the 802.11 stack, CCMP's ciphers (WPA2; aesni_intel where the vCPU has AES-NI, which TCG's
+#: ``-cpu max`` emulates: cheaper than aes-generic), and mac80211_hwsim last (``radios=N``)
+WIFI_MODULES = ("cfg80211", "mac80211", "ctr", "ccm", "cmac", "aesni_intel", "mac80211_hwsim")
 
 MULTIARCH = "x86_64-linux-gnu"
 LIBDIR = f"usr/lib/{MULTIARCH}"
@@ -95,6 +96,51 @@ INTERPRETER = "ld-linux-x86-64.so.2"
 
 class BuildError(RuntimeError):
     pass
+
+
+#: the stages of :func:`build_image`, in order (a cached image stops after the first)
+STAGES = ("resolve", "download", "unpack", "assemble", "smoke test", "initrd")
+#: ``apt-get download`` runs in at most this many batches: few runs of apt, yet a moving count
+DOWNLOAD_BATCHES = 10
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Where :func:`build_image` is: ``done`` of ``total`` items of ``stage`` (one of :data:`STAGES`).
+
+    ``item``: what was just handled (a package, a tool), empty when a stage starts. Download and
+    unpack count packages (download counts those already in the cache as done), the smoke test
+    counts tools, the other stages count 0 then 1.
+    """
+
+    stage: str
+    done: int
+    total: int
+    item: str = ""
+
+
+OnStage = Callable[[BuildProgress], None]
+
+
+def _ignore(_: BuildProgress) -> None:
+    pass
+
+
+def _counted(stage: str, names: Iterable[str], on_stage: OnStage) -> Iterator[str]:
+    """Yield ``names``, reporting each one done when the caller asks for the next."""
+    names = list(names)
+    on_stage(BuildProgress(stage, 0, len(names)))
+    for i, name in enumerate(names, 1):
+        yield name
+        on_stage(BuildProgress(stage, i, len(names), name))
+
+
+@contextlib.contextmanager
+def _one_step(stage: str, on_stage: OnStage):
+    """A stage without items: 0 of 1 as it starts, 1 of 1 when it ends without an error."""
+    on_stage(BuildProgress(stage, 0, 1))
+    yield
+    on_stage(BuildProgress(stage, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -241,20 +287,35 @@ def _deb_path(deb_dir: Path, name: str, version: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def download(versions: dict[str, str], deb_dir: Path, progress: Callable[[str], None]) -> dict[str, Path]:
-    """``apt-get download`` every package not in ``deb_dir`` yet; ``{name: .deb path}``."""
+def download(versions: dict[str, str], deb_dir: Path, progress: Callable[[str], None],
+             on_stage: OnStage = _ignore) -> dict[str, Path]:
+    """``apt-get download`` every package not in ``deb_dir`` yet; ``{name: .deb path}``.
+
+    In at most :data:`DOWNLOAD_BATCHES` batches, each reported to ``on_stage`` when it is in. The
+    first batch that fails is retried once after ``apt-get update``.
+    """
     deb_dir.mkdir(parents=True, exist_ok=True)
     missing = [n for n, v in versions.items() if _deb_path(deb_dir, n, v) is None]
+    done = len(versions) - len(missing)
     if missing:
         progress(f"downloading {len(missing)} Debian packages into {deb_dir}")
-        argv = ["apt-get", "download", *(f"{n}={versions[n]}" for n in missing)]
-        proc = _run(argv, timeout=900, cwd=deb_dir)
-        if proc.returncode != 0:
-            progress("apt-get download failed; refreshing the package lists (apt-get update)")
-            _run(["apt-get", "update"], timeout=300)
+    on_stage(BuildProgress("download", done, len(versions)))
+    if missing:
+        size = -(-len(missing) // DOWNLOAD_BATCHES)
+        updated = False
+        for i in range(0, len(missing), size):
+            batch = missing[i:i + size]
+            argv = ["apt-get", "download", *(f"{n}={versions[n]}" for n in batch)]
             proc = _run(argv, timeout=900, cwd=deb_dir)
+            if proc.returncode != 0 and not updated:
+                progress("apt-get download failed; refreshing the package lists (apt-get update)")
+                _run(["apt-get", "update"], timeout=300)
+                updated = True
+                proc = _run(argv, timeout=900, cwd=deb_dir)
             if proc.returncode != 0:
                 raise BuildError(f"apt-get download failed: {proc.stderr.strip()[-2000:]}")
+            done += len(batch)
+            on_stage(BuildProgress("download", done, len(versions), batch[-1]))
     paths = {}
     for n, v in versions.items():
         p = _deb_path(deb_dir, n, v)
@@ -262,6 +323,14 @@ def download(versions: dict[str, str], deb_dir: Path, progress: Callable[[str], 
             raise BuildError(f"{n}={v} was not downloaded into {deb_dir}")
         paths[n] = p
     return paths
+
+
+def unpack(debs: dict[str, Path], staging: Path, on_stage: OnStage = _ignore) -> None:
+    """``dpkg -x`` every package into ``staging``, each reported to ``on_stage``."""
+    for name in _counted("unpack", debs, on_stage):
+        proc = _run(["dpkg", "-x", str(debs[name]), str(staging)], timeout=300)
+        if proc.returncode != 0:
+            raise BuildError(f"dpkg -x {debs[name]} failed: {proc.stderr.strip()}")
 
 
 # --------------------------------------------------------------------------- the image tree
@@ -510,7 +579,7 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
             "firmware": sorted(FIRMWARE)}
 
 
-def _smoke_test(root: Path) -> dict[str, str]:
+def _smoke_test(root: Path, on_stage: OnStage = _ignore) -> dict[str, str]:
     """Run every tool inside the image tree (chroot): catches a missing library at build time."""
     checks = {
         "ip": ["/usr/sbin/ip", "-V"],
@@ -527,8 +596,8 @@ def _smoke_test(root: Path) -> dict[str, str]:
     urandom = root / "dev/urandom"  # hostapd and wpa_supplicant open it before printing -v
     os.mknod(urandom, 0o666 | stat.S_IFCHR, os.makedev(1, 9))
     try:
-        for name, argv in checks.items():
-            proc = _run(["chroot", str(root), *argv], timeout=30)
+        for name in _counted("smoke test", checks, on_stage):
+            proc = _run(["chroot", str(root), *checks[name]], timeout=30)
             text = (proc.stdout + proc.stderr).strip()
             if proc.returncode not in (0, 1) or "error while loading shared libraries" in text:
                 raise BuildError(f"{name} does not run inside the image: {text[-500:]}")
@@ -599,15 +668,20 @@ def build_image(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     verify: bool = False,
+    on_stage: OnStage | None = None,
 ) -> VmImage:
     """Build (or find in the cache) the image for the current candidate package versions.
 
-    ``verify``: re-check the cached files' sha256 against the manifest.
+    ``verify``: re-check the cached files' sha256 against the manifest. ``progress`` gets text
+    messages (default: logged); ``on_stage`` gets a :class:`BuildProgress` as each stage starts
+    and as it advances, for a progress display.
     """
     say = progress or (lambda msg: log.info("%s", msg))
+    report = on_stage or _ignore
     if os.geteuid() != 0:
         raise BuildError("building the VM image needs root (dpkg -x ownership, chroot smoke test)")
-    versions = resolve_packages()
+    with _one_step("resolve", report):
+        versions = resolve_packages()
     key = cache_key(versions)
     vm_dir = cache_root / "vm"
     dest = vm_dir / key
@@ -621,7 +695,7 @@ def build_image(
             say(f"VM image {key} is cached ({dest})")
             return image
         t0 = time.monotonic()
-        debs = download(versions, cache_root / "debs", say)
+        debs = download(versions, cache_root / "debs", say, report)
         kernel_pkg = next(n for n in versions if n.startswith("linux-image-"))
         kernel_version = kernel_pkg[len("linux-image-"):]
         scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=vm_dir))
@@ -630,19 +704,18 @@ def build_image(
             for p in (staging, root, out):
                 p.mkdir()
             say(f"unpacking {len(debs)} packages")
-            for name, deb in debs.items():
-                proc = _run(["dpkg", "-x", str(deb), str(staging)], timeout=300)
-                if proc.returncode != 0:
-                    raise BuildError(f"dpkg -x {deb} failed: {proc.stderr.strip()}")
+            unpack(debs, staging, report)
             vmlinuz = staging / "boot" / f"vmlinuz-{kernel_version}"
             if not vmlinuz.is_file():
                 raise BuildError(f"{kernel_pkg} has no boot/vmlinuz-{kernel_version}")
             say(f"assembling the initramfs (kernel {kernel_version})")
-            content = _assemble(staging, root, kernel_version, say)
-            tools = _smoke_test(root)
+            with _one_step("assemble", report):
+                content = _assemble(staging, root, kernel_version, say)
+            tools = _smoke_test(root, report)
             shutil.copyfile(vmlinuz, out / "vmlinuz")
             say("writing initrd.img")
-            _write_initrd(root, out / "initrd.img")
+            with _one_step("initrd", report):
+                _write_initrd(root, out / "initrd.img")
             manifest = {
                 "key": key,
                 "format": BUILD_FORMAT,

@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 TC = shaping.TC
 IP = "/usr/sbin/ip"
+RADIO_HEADROOM = 1.5
+"""WiFi mode: the unshaped 802.11 path must carry this multiple of the medium's rate."""
 NETEM_ONLY_NOTE = ("WiFi without radios (hwsim: false): the medium is netem only, no 802.11 "
                    "association; the station NICs are routed directly by the VM")
 
@@ -439,6 +441,36 @@ class VmLab:
         self.wifi = HwsimWifi(self.vm, settings, stations, run_id=self.run_id,
                               keep_dir=self.workdir / "wifi")
         self.wifi.up()
+        if self.plan.wired:
+            self._probe_radio_path(self.plan.stations[0].name, self.plan.wired[0].name)
+
+    def _probe_radio_path(self, station: str, wired: str, seconds: float = 3.0) -> None:
+        """Unshaped TCP goodput station -> wired host across the 802.11 link (before netem).
+
+        hwsim has no airtime model, so the VM's CPU (802.11 framing and CCMP in software, slow
+        under TCG) is the only other limit: if it is not well above the medium's rate, netem is
+        not the bottleneck and the run says so."""
+        assert self.wifi is not None
+        rate = self.plan.medium.rate_mbit
+        try:
+            got = shaping.tcp_goodput_mbit(self.namespace(station), self.namespace(wired),
+                                           self.address(wired), seconds=seconds)
+        except Exception as exc:
+            self.wifi.path_capacity = {"error": str(exc)}
+            self._notes.append(f"WiFi mode: the unshaped 802.11 path could not be measured: {exc}")
+            return
+        ok = got >= RADIO_HEADROOM * rate
+        self.wifi.path_capacity = {"from": station, "to": wired, "seconds": seconds,
+                                   "tcp_goodput_mbit": round(got, 2), "medium_rate_mbit": rate,
+                                   "headroom_needed": RADIO_HEADROOM, "ok": ok,
+                                   "qemu_accel": self.accel}
+        if not ok:
+            msg = (f"WiFi mode: the 802.11 path through mac80211_hwsim carries only {got:.1f} "
+                   f"Mbit/s of TCP here before any shaping ({self.accel.upper()}, the VM's CPU), "
+                   f"less than {RADIO_HEADROOM:g} x the medium's {rate:g} Mbit/s: the VM's CPU, "
+                   f"not netem, limits this medium (use KVM, a lower rate, or hwsim: false)")
+            log.warning("%s", msg)
+            self._notes.append(msg)
 
     def _shape(self, medium: LinkShape | None = None, downlink: LinkShape | None = None) -> None:
         assert self.vm is not None

@@ -98,6 +98,8 @@ class HwsimWifi:
         self.addresses: dict[str, str] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self.offloads: dict[str, dict[str, str]] = {}
+        self.cipher_driver: str | None = None
+        self.path_capacity: dict[str, Any] | None = None
         self._last: dict[str, dict[str, Any]] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -144,6 +146,9 @@ class HwsimWifi:
             self.radios[st.host] = radio
             self._start_station(st, radio, f"{pool[10 + k]}/{net.prefixlen}", str(pool[0]))
         self.events["bring_up_s"] = {"total": round(time.monotonic() - t0, 2)}
+        drivers = self._sh("grep -A3 'name *: ccm(aes)' /proc/crypto | sed -n 's/^driver *: //p'",
+                           check=False).stdout.split()
+        self.cipher_driver = drivers[0] if drivers else None
         log.info("WiFi in the VM: %d station(s) associated to %r in %.1fs", len(self.stations),
                  self.settings.ssid, time.monotonic() - t0)
         return self.manifest()
@@ -152,7 +157,12 @@ class HwsimWifi:
         self._sh(
             'K=$(uname -r)\n'
             'while read -r m; do\n'
-            '  case "$m" in *mac80211_hwsim*) hwsim="$m" ;; "") ;; *) insmod "/lib/modules/$K/$m" ;; esac\n'
+            '  case "$m" in\n'
+            '    *mac80211_hwsim*) hwsim="$m" ;;\n'
+            '    *aesni*) insmod "/lib/modules/$K/$m" 2>/dev/null || echo "no AES-NI: aes-generic" ;;\n'
+            '    "") ;;\n'
+            '    *) insmod "/lib/modules/$K/$m" ;;\n'
+            '  esac\n'
             f'done < /etc/testbed/wifi-modules\n'
             f'insmod "/lib/modules/$K/$hwsim" radios={count}', timeout=60)
         out = self._sh("for d in /sys/class/net/*; do [ -e $d/phy80211 ] && "
@@ -266,6 +276,8 @@ class HwsimWifi:
             "addresses": dict(self.addresses),
             "events": dict(self.events),
             "offloads": dict(self.offloads),
+            "ccmp_cipher_driver": self.cipher_driver,
+            "path_capacity": self.path_capacity,
             "notes": [NO_AIRTIME_NOTE],
             "configs": "vm/wifi/hostapd.conf, vm/wifi/wpa_supplicant-<host>.conf (passphrase "
                        "redacted); logs next to them after the run",
