@@ -368,7 +368,13 @@ def scenario_of(out: Path) -> Scenario:
     path = Path(out) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{out} has no {MANIFEST}: not a result folder")
-    return parse_scenario(json.loads(path.read_text())["scenario"], source=str(path))
+    raw = json.loads(path.read_text())["scenario"]
+    for host in raw.get("hosts") or []:
+        # folders made before the AP had a backend key ran it as a namespace (the default now
+        # is auto): resume them the way they ran
+        if isinstance(host, dict) and host.get("role") in ("ap", "enb"):
+            host.setdefault("backend", "namespace")
+    return parse_scenario(raw, source=str(path))
 
 
 def keep_finished_frames(out: Path, finished: set[str]) -> None:

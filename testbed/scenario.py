@@ -125,8 +125,9 @@ class Host:
     torch_threads: int = 1
     backend: str = "namespace"
     """AP/eNB only: ``namespace`` (the AP is a network namespace, host qdiscs), ``vm`` (the AP is
-    a QEMU VM with real netem: ``testbed.vm``) or ``auto`` (host netem if the kernel has it, else
-    the VM if QEMU is installed, else namespace tbf/htb); see ``testbed.emulated``."""
+    a QEMU VM with real netem: ``testbed.vm``) or ``auto``, the parser's default for an AP/eNB
+    (host netem if the kernel has it, else the VM if QEMU is installed, else namespace tbf/htb);
+    see ``testbed.emulated``. Other hosts are always ``namespace``."""
     hwsim: bool | None = None
     """AP of a WiFi link, when it runs as a VM: ``true`` (the default there) associates every
     station to hostapd over mac80211_hwsim radios in the VM (WPA2, ``testbed.vm.radio``);
@@ -760,7 +761,8 @@ def _parse_hosts(
                 f"expected a share of at most the {cores} cores of this machine, got {cpu:g}",
             )
         threads = ck.get(data, "torch_threads", path, ck.integer, minimum=1)
-        backend = ck.get(data, "backend", path, ck.string, "namespace", choices=BACKENDS)
+        backend = ck.get(data, "backend", path, ck.string,
+                         "auto" if role in ("ap", "enb") else "namespace", choices=BACKENDS)
         if backend not in ("namespace", BAD) and role not in ("ap", "enb", BAD):
             backend = ck.error(
                 _join(path, "backend"),

@@ -27,7 +27,7 @@ link: {{kind: wifi, preset: wifi-80211g}}
 hosts:
   - {{name: md, role: md}}
   - {{name: es, role: es}}
-  - {{name: ap, role: ap}}
+  - {{name: ap, role: ap, backend: namespace}}   # tests orchestration, not shaping: fast
   - {{name: ext, role: ext}}
 sweep: {{loads_mbit: [0, 4], settle_s: 0.5}}
 model: mobilenet_v2

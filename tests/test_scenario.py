@@ -357,7 +357,7 @@ def test_torch_threads_default_from_cpu_share():
 
 def test_ap_backend_namespace_vm_or_auto():
     s = parse_scenario(minimal(), cores=2)
-    assert s.host("ap").backend == "namespace" and s.host("md").backend == "namespace"
+    assert s.host("ap").backend == "auto" and s.host("md").backend == "namespace"  # AP: auto
     hosts = minimal()["hosts"]
     hosts[2] = {"name": "ap", "role": "ap", "backend": "vm"}
     s = parse_scenario(minimal(hosts=hosts), cores=2)
@@ -445,3 +445,18 @@ def test_presets_state_their_sources():
     # netem floor of a 10,092-byte bottleneck at 24 Mbit/s: ~3.5 ms + 3 ms of RTT
     floor = presets.resolve_link({"kind": "wifi"}).transfer_floor_s(10092)
     assert 0.006 < floor < 0.007
+
+
+def test_result_folders_from_before_the_backend_key_resume_as_namespace(tmp_path):
+    from testbed.orchestrator import scenario_of
+
+    s = parse_scenario(minimal(), cores=2)
+    raw = scenario_to_dict(s)
+    for host in raw["hosts"]:
+        del host["backend"]  # as written before the key existed
+        del host["hwsim"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"scenario": raw}))
+    assert scenario_of(tmp_path).host("ap").backend == "namespace"
+    raw["hosts"][2]["backend"] = "vm"  # a recorded choice is kept
+    (tmp_path / "manifest.json").write_text(json.dumps({"scenario": raw}))
+    assert scenario_of(tmp_path).host("ap").backend == "vm"
