@@ -256,7 +256,11 @@ def cmd_run(args) -> int:
         host_set = lambda: RealHosts(scenario, out, new_run_id())  # noqa: E731
         lab_errors = (InventoryError, LabError, HostError)
     try:
-        with host_set() as hosts:
+        hosts = host_set()
+        if getattr(hosts, "choice", {}).get("backend") == "vm" and hosts.lab.image is None:
+            # build (or find) the AP VM's image before the lab starts, with bars below the steps
+            hosts.lab.image = _build_vm_image(position=2, leave=False, messages=False)
+        with hosts:
             manifest = Orchestrator(scenario, out, hosts, Progress(on_step, on_frames)).run(steps)
     except lab_errors as exc:
         frame_bar.close()
@@ -379,7 +383,7 @@ def cmd_report(args) -> int:
 def cmd_doctor(args) -> int:
     from testbed.lab.capabilities import doctor
 
-    from testbed.emulated import choose_backend
+    from testbed.emulated import HWSIM_TCG_REASON, choose_backend
 
     for cap in doctor():
         mark = "ok " if cap.available else "-- "
@@ -387,9 +391,14 @@ def cmd_doctor(args) -> int:
         if not cap.available and cap.fix:
             print(f"    {'':16s} fix: {cap.fix}")
     choice = choose_backend("auto")
-    print(f"\naccess point with `backend: auto`: {choice['backend']} ({choice['reason']})")
+    print(f"\naccess point with `backend: auto` (the default): {choice['backend']} "
+          f"({choice['reason']})")
     for warning in choice["warnings"]:
         print(f"    warning: {warning}")
+    if choice["backend"] == "vm":
+        radios = ("on: stations associate over hwsim radios in the VM" if choice["accel"] == "kvm"
+                  else f"off ({HWSIM_TCG_REASON})")
+        print(f"WiFi links in the VM, `hwsim` unset: {radios}")
     return 0
 
 
@@ -405,11 +414,46 @@ def cmd_clean(args) -> int:
     return 0
 
 
-def cmd_vm_build(args) -> int:
-    from testbed.vm.build import BuildError, build_image
+def _build_vm_image(*, position: int = 0, leave: bool = True, messages: bool = True, **kw):
+    """:func:`testbed.vm.build.build_image` with a tqdm bar per stage (packages downloaded and
+    unpacked, tools smoke-tested); its messages are printed above the bars, or only logged."""
+    from tqdm import tqdm
+
+    from testbed.vm.build import build_image
+
+    current: dict[str, tqdm] = {}  # the open bar, by stage; closed when its stage is done
+
+    def close() -> None:
+        for bar in current.values():
+            bar.close()
+        current.clear()
+
+    def on_stage(p) -> None:
+        bar = current.get(p.stage)
+        if bar is None:
+            close()
+            bar = current[p.stage] = tqdm(
+                total=p.total, initial=p.done, desc=p.stage,
+                bar_format="{desc:<10} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                           "[{elapsed}<{remaining}{postfix}]",
+                position=position, leave=leave, dynamic_ncols=True, disable=None)
+        bar.n = p.done
+        bar.set_postfix_str(p.item, refresh=False)
+        bar.refresh()
+        if p.done >= p.total:
+            close()
 
     try:
-        image = build_image(force=args.force, verify=args.verify, progress=print)
+        return build_image(progress=tqdm.write if messages else None, on_stage=on_stage, **kw)
+    finally:
+        close()
+
+
+def cmd_vm_build(args) -> int:
+    from testbed.vm.build import BuildError
+
+    try:
+        image = _build_vm_image(force=args.force, verify=args.verify)
     except BuildError as exc:
         print(f"vm build: {exc}", file=sys.stderr)
         return 2

@@ -330,3 +330,158 @@ def test_clean_stops_a_vm_a_killed_run_left(tmp_path):
             qemu.wait()
         boot.stop_leftover(run_id)
         cleanup.remove_run(run_id)
+
+
+# --------------------------------------------------------------------------- build progress
+
+
+def _fake_tool(bin_dir, name: str, script: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+FAKE_APT_GET = r"""echo "$*" >> "$STATE/calls"
+case "$1" in
+  update) : > "$STATE/updated" ;;
+  download)
+    shift
+    if [ -n "$FAIL_UNTIL_UPDATE" ] && [ ! -e "$STATE/updated" ]; then
+      echo "E: Version not found" >&2; exit 100
+    fi
+    case " $* " in *" $BROKEN="*) echo "E: $BROKEN: broken mirror" >&2; exit 100 ;; esac
+    for spec in "$@"; do
+      v=$(echo "${spec#*=}" | sed 's/:/%3a/')
+      : > "${spec%%=*}_${v}_amd64.deb"
+    done ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch):
+    """An ``apt-get`` on PATH that writes empty .debs and logs its calls in ``tmp/state/calls``;
+    ``download`` fails until an ``update`` if FAIL_UNTIL_UPDATE is set, always for package BROKEN."""
+    state = tmp_path / "state"
+    state.mkdir()
+    _fake_tool(tmp_path / "bin", "apt-get", FAKE_APT_GET)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("STATE", str(state))
+    monkeypatch.delenv("FAIL_UNTIL_UPDATE", raising=False)
+    monkeypatch.setenv("BROKEN", "none")
+    return state
+
+
+def _calls(state, verb: str) -> list[list[str]]:
+    lines = (state / "calls").read_text().splitlines()
+    return [line.split()[1:] for line in lines if line.split()[0] == verb]
+
+
+def test_download_moves_in_batches_and_counts_the_cache(tmp_path, fake_apt):
+    from testbed.vm.build import DOWNLOAD_BATCHES, BuildProgress, download
+
+    versions = {f"lib{i:02d}": f"1:{i}.0" for i in range(23)}
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    for name in ("lib00", "lib07", "lib22"):  # already in the cache
+        (debs / f"{name}_{versions[name].replace(':', '%3a')}_amd64.deb").touch()
+    seen: list[BuildProgress] = []
+    messages: list[str] = []
+    paths = download(versions, debs, messages.append, seen.append)
+
+    assert sorted(paths) == sorted(versions) and all(p.exists() for p in paths.values())
+    batches = _calls(fake_apt, "download")
+    assert len(batches) == DOWNLOAD_BATCHES  # 20 missing: 10 runs of apt-get, 2 packages each
+    assert [len(b) for b in batches] == [2] * 10
+    assert sum(batches, []) == [f"{n}={v}" for n, v in versions.items()
+                                if n not in ("lib00", "lib07", "lib22")]
+    assert seen[0] == BuildProgress("download", 3, 23)
+    assert [p.done for p in seen] == list(range(3, 24, 2))
+    assert {p.stage for p in seen} == {"download"} and {p.total for p in seen} == {23}
+    assert seen[-1].item == "lib21"
+    assert messages == [f"downloading 20 Debian packages into {debs}"]
+    assert not _calls(fake_apt, "update")
+
+    # all in the cache now: one report, done == total, no apt-get
+    (fake_apt / "calls").unlink()
+    seen.clear()
+    download(versions, debs, messages.append, seen.append)
+    assert seen == [BuildProgress("download", 23, 23)]
+    assert not (fake_apt / "calls").exists()
+
+
+def test_download_refreshes_the_lists_once_then_gives_up(tmp_path, fake_apt, monkeypatch):
+    from testbed.vm.build import BuildError, download
+
+    versions = {"a": "1", "b": "2", "c": "3"}
+    monkeypatch.setenv("FAIL_UNTIL_UPDATE", "1")
+    seen = []
+    messages = []
+    download(versions, tmp_path / "debs", messages.append, seen.append)
+    assert [p.done for p in seen] == [0, 1, 2, 3]
+    assert _calls(fake_apt, "update") == [[]]
+    assert _calls(fake_apt, "download") == [["a=1"], ["a=1"], ["b=2"], ["c=3"]]
+    assert messages[-1] == "apt-get download failed; refreshing the package lists (apt-get update)"
+
+    # the first failure refreshes the lists; a later one, after the refresh, is final
+    (fake_apt / "calls").unlink()
+    (fake_apt / "updated").unlink()
+    monkeypatch.setenv("BROKEN", "y")
+    seen.clear()
+    with pytest.raises(BuildError, match="y: broken mirror"):
+        download({"x": "9", "y": "9", "z": "9"}, tmp_path / "debs", lambda msg: None, seen.append)
+    assert _calls(fake_apt, "update") == [[]]
+    assert _calls(fake_apt, "download") == [["x=9"], ["x=9"], ["y=9"]]
+    assert [p.done for p in seen] == [0, 1]
+
+
+def test_unpack_reports_each_package_and_stops_at_a_bad_one(tmp_path, monkeypatch):
+    from testbed.vm.build import BuildError, BuildProgress, unpack
+
+    _fake_tool(tmp_path / "bin", "dpkg", 'echo "$2" >> "$STATE/unpacked"\ncase "$2" in\n'
+               '  *bad*) echo "not a debian format archive" >&2; exit 2 ;;\nesac\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("STATE", str(tmp_path))
+    debs = {n: tmp_path / f"{n}.deb" for n in ("busybox-static", "iw", "libc6")}
+    seen: list[BuildProgress] = []
+    unpack(debs, tmp_path / "staging", seen.append)
+    assert seen == [BuildProgress("unpack", 0, 3), BuildProgress("unpack", 1, 3, "busybox-static"),
+                    BuildProgress("unpack", 2, 3, "iw"), BuildProgress("unpack", 3, 3, "libc6")]
+    assert (tmp_path / "unpacked").read_text().split() == [str(p) for p in debs.values()]
+
+    seen.clear()
+    with pytest.raises(BuildError, match="not a debian format archive"):
+        unpack({n: tmp_path / f"{n}.deb" for n in ("good", "bad", "never")}, tmp_path / "staging",
+               seen.append)
+    assert [(p.done, p.item) for p in seen] == [(0, ""), (1, "good")]
+
+
+def test_vm_build_bars_stay_off_a_log_and_messages_still_print(monkeypatch, capsys):
+    """Not a TTY (pytest captures stderr): no bars at all, the text messages on stdout."""
+    from testbed import cli
+    from testbed.vm import build
+
+    def fake_build_image(**kw):
+        kw["progress"]("downloading 2 Debian packages into /x")
+        for done in range(3):
+            kw["on_stage"](build.BuildProgress("download", done, 2, "p" if done else ""))
+        kw["on_stage"](build.BuildProgress("unpack", 0, 2))
+        kw["on_stage"](build.BuildProgress("unpack", 2, 2, "q"))
+        kw["progress"]("VM image k built")
+        return kw["force"]
+
+    monkeypatch.setattr(build, "build_image", fake_build_image)
+    assert cli._build_vm_image(force="passed through") == "passed through"
+    out, err = capsys.readouterr()
+    assert out == "downloading 2 Debian packages into /x\nVM image k built\n"
+    assert err == ""
+
+
+@pytest.mark.root
+def test_a_cached_image_reports_only_its_resolve_stage(needs_root, image):
+    from testbed.vm.build import BuildProgress, build_image
+
+    seen: list[BuildProgress] = []
+    assert build_image(on_stage=seen.append).key == image.key
+    assert seen == [BuildProgress("resolve", 0, 1), BuildProgress("resolve", 1, 1)]
