@@ -428,7 +428,25 @@ def disable_offloads(ns: str, ifnames: Sequence[str]) -> dict[str, dict[str, Any
 # --------------------------------------------------------------------------- the lab
 
 
-class EmulatedLab:
+class SigtermGuard:
+    """Mixin for a lab: while it is up, SIGTERM unwinds its ``with`` block (see
+    :func:`_make_sigterm_handler`), then the previous handler comes back. Only the main thread
+    can set handlers, and a handler someone else installed is left alone."""
+
+    _old_sigterm: Any = None
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            self._old_sigterm = signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+
+class EmulatedLab(SigtermGuard):
     """Context manager around one emulated lab run; see the module docstring."""
 
     def __init__(
@@ -441,7 +459,6 @@ class EmulatedLab:
         self.plan = plan
         self._caps = capabilities
         self._handle_sigterm = handle_sigterm
-        self._old_sigterm: Any = None
         self._addr = address_plan(plan)
         self._ipr: dict[str, IPRoute] = {}
         self._cpu_groups: dict[str, cpu.CpuGroup] = {}
@@ -480,12 +497,8 @@ class EmulatedLab:
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "EmulatedLab":
-        if (
-            self._handle_sigterm
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
-        ):
-            self._old_sigterm = signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
+        if self._handle_sigterm:
+            self._install_sigterm()
         try:
             self.up()
         except BaseException:
@@ -498,11 +511,6 @@ class EmulatedLab:
             self.down()
         finally:
             self._restore_sigterm()
-
-    def _restore_sigterm(self) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
 
     # ------------------------------------------------------------------ up / down
     def up(self) -> LabState:

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,7 +58,7 @@ from testbed.lab.topology import (
     LabPlan,
     LabState,
     LinkShape,
-    _make_sigterm_handler,
+    SigtermGuard,
     address_plan,
     disable_offloads,
     read_sysctls,
@@ -266,7 +265,7 @@ def shape_queue(vm: AccessPointVm, label: str, feeds: list[str], ifb: str, shape
 # --------------------------------------------------------------------------- the lab
 
 
-class VmLab:
+class VmLab(SigtermGuard):
     """Context manager: host namespaces + the AP VM + shaping in the VM. See the module docstring.
 
     Offers what :class:`testbed.emulated.EmulatedHosts` uses of a lab: ``address``,
@@ -296,7 +295,6 @@ class VmLab:
         self._notes: list[str] = []
         self._owner_pid = os.getpid()
         self._claimed = False
-        self._old_sigterm: Any = None
         self._sampler: threading.Thread | None = None
         self._stop_sampling = threading.Event()
         self._last_cpu: tuple[float, float] | None = None
@@ -329,9 +327,7 @@ class VmLab:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "VmLab":
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            self._old_sigterm = signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
+        self._install_sigterm()
         try:
             self.up()
         except BaseException:
@@ -401,11 +397,6 @@ class VmLab:
             self._claimed = False
             self.state = None
         self._restore_sigterm()
-
-    def _restore_sigterm(self) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
 
     # ---- steps -------------------------------------------------------------------------------
     def _create_namespaces(self) -> None:
