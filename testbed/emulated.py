@@ -20,7 +20,6 @@ each step, QEMU's CPU use and the queues' counters (``step_conditions``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
+from testbed.hostset import HostSet
 from testbed.lab import capabilities, management
 from testbed.lab.topology import EmulatedLab, HostPlan, LabPlan, LinkShape
 from testbed.scenario import Scenario
@@ -109,7 +109,7 @@ def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
     )
 
 
-class EmulatedHosts:
+class EmulatedHosts(HostSet):
     """``with EmulatedHosts(scenario, run_dir, run_id) as hosts: hosts.host("md").run(...)``."""
 
     def __init__(self, scenario: Scenario, run_dir: Path, run_id: str):
@@ -141,18 +141,7 @@ class EmulatedHosts:
         self.workdir = f"/tmp/testbed-{run_id}"
         self._hosts: dict[str, Host] = {}
         self._links: list[management.ManagementLink] = []
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> "EmulatedHosts":
-        try:
-            self._up()
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stack.close()
+        super().__init__()
 
     def _up(self) -> None:
         self._stack.enter_context(self.lab)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.hosts.remote import Host, HostError
+from testbed.hostset import HostSet
 from testbed.inventory import (InventoryError, LabError, Node, access_for, call_all,
                                data_interface, require_local, set_sysctl)
 from testbed.scenario import Scenario
@@ -190,7 +191,7 @@ _LAUNCHER = """#!/bin/sh
 """
 
 
-class RealHosts:
+class RealHosts(HostSet):
     """The hosts of a real lab, connected and with their link up (a ``HostSet``)."""
 
     def __init__(self, scenario: Scenario, run_dir: Path, run_id: str, *,
@@ -208,7 +209,7 @@ class RealHosts:
         self.link: Any = None
         self.python = self._python_plan()
         self._sysctls: dict[str, dict[str, Any]] = {}
-        self._stack = contextlib.ExitStack()
+        super().__init__()
         self._steps = 0
 
     # ---- python
@@ -236,17 +237,6 @@ class RealHosts:
             self.nodes[h.name].put_text(text, self.python, mode=0o755)
 
     # ---- life
-    def __enter__(self) -> "RealHosts":
-        try:
-            self._up()
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stack.close()
-
     def _up(self) -> None:
         for h in self.scenario.lab.hosts:
             host = Host(access_for(h), connect_timeout=self.connect_timeout)
