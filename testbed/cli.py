@@ -403,9 +403,17 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    from testbed.lab import names
     from testbed.lab.cleanup import clean
 
-    removed = clean(dry_run=args.dry_run, include_live=args.all)
+    if args.run_id is not None:
+        try:
+            names.check_run_id(args.run_id)
+        except ValueError as exc:
+            print(f"testbed clean: --run-id: {exc} (the id is in the result folder's "
+                  f"manifest.json, key run_id)", file=sys.stderr)
+            return 2
+    removed = clean(dry_run=args.dry_run, include_live=args.all, run_id=args.run_id)
     verb = "would remove" if args.dry_run else "removed"
     for item in removed:
         print(f"{verb} {item}")
@@ -644,10 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("clean", help="remove what a killed run left behind",
-                       description="Remove namespaces, interfaces, ifb devices, cgroups and "
-                       "processes whose names carry the testbed's prefix; nothing else.")
+                       description="Remove namespaces, interfaces, ifb devices, cgroups, AP "
+                       "VMs and processes whose names carry the testbed's prefix, and the per-run "
+                       "keys and work folder of a run that died; nothing else. Runs whose owner "
+                       "process is alive are skipped.")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--all", action="store_true", help="also runs whose owner process is alive")
+    p.add_argument("--run-id", metavar="ID", help="only this run (6 hex digits, the result "
+                   "folder manifest's run_id), even if its owner is alive")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("vm", help="the access point as a QEMU VM (real netem on any kernel)",

@@ -430,6 +430,38 @@ def test_clean_after_sigkill_touches_only_owned(caps) -> None:
 
 
 @lab_only
+def test_clean_removes_a_dead_runs_keys_and_work_folder_and_a_zombie_owner_is_dead(tmp_path) -> None:
+    rid = names.new_run_id()
+    owner = subprocess.Popen(["sleep", "0.2"])
+    start = cleanup._proc_starttime(owner.pid)
+    assert start is not None
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{owner.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the owner did not exit"
+        time.sleep(0.05)
+    try:
+        # killed, not reaped yet: its /proc entry remains, but it no longer owns anything
+        cleanup._write_record(rid, {"run_id": rid, "kind": "lab", "pid": owner.pid,
+                                    "starttime": start})
+        assert not cleanup.run_owner_alive(rid)
+        keys = tmp_path / "results" / "private"
+        keys.mkdir(parents=True)
+        (keys / "id_ed25519").write_text("secret")
+        cleanup.remember_private(rid, keys)
+        os.makedirs(cleanup.host_workdir(rid))
+        plan_dry = cleanup.clean(dry_run=True)
+        assert f"remove {keys}" in plan_dry and f"remove {cleanup.host_workdir(rid)}" in plan_dry
+        removed = cleanup.clean(run_id=rid)
+        assert f"remove {keys}" in removed
+        assert not keys.exists() and not os.path.exists(cleanup.host_workdir(rid))
+        assert (tmp_path / "results").is_dir()  # only what the record named
+        assert cleanup.read_run_record(rid) is None
+    finally:
+        owner.wait(timeout=5)
+        cleanup.unregister_run(rid)
+
+
+@lab_only
 def test_clean_skips_live_runs(caps) -> None:
     with EmulatedLab(plan(), capabilities=caps) as lab:
         removed = cleanup.clean(dry_run=True)

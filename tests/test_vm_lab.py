@@ -151,6 +151,11 @@ def _leftovers(run_id: str, run_dir: Path, namespace_ids: set[tuple[int, int]] =
     found += [f"file {p}" for p in (boot.pid_file(run_id), boot.record_file(run_id)) if p.exists()]
     if cleanup.read_run_record(run_id) is not None:
         found.append(f"run record of {run_id}")
+    # per-run keys never stay in the result folder; the hosts' work folder goes too
+    found += [f"secret {p}" for p in (run_dir / "private", run_dir / "vm" / "keys",
+                                       run_dir / "vm" / "initrd-run.img") if p.exists()]
+    if os.path.exists(cleanup.host_workdir(run_id)):
+        found.append(f"work folder {cleanup.host_workdir(run_id)}")
     return found
 
 
@@ -402,7 +407,8 @@ def test_sigkill_mid_step_with_the_ap_as_a_vm_then_testbed_clean(tmp_path):
         plan = [line for line in dry.stdout.splitlines() if line.startswith("would remove ")]
         assert plan and not [line for line in plan if _killed_pid(line) in theirs
                              or any(_names_run(line, r) for r in others)], dry.stdout
-        foreign = [line for line in plan if not _names_run(line, run_id) and _killed_pid(line) not in ours]
+        foreign = [line for line in plan if not (_names_run(line, run_id) or str(run_dir) in line)
+                   and _killed_pid(line) not in ours]
         if foreign:
             pytest.skip("other killed runs' leftovers on this machine; a bare `testbed clean` would "
                         f"remove them too (this run is cleaned by id instead): {foreign[:5]}")

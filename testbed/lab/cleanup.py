@@ -30,6 +30,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -51,7 +52,8 @@ CLONE_NEWNET = 0x40000000
 
 
 def _proc_starttime(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if no such process."""
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if no such running
+    process (gone, or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
@@ -59,6 +61,8 @@ def _proc_starttime(pid: int) -> int | None:
         return None
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
     rest = data[data.rindex(")") + 2 :].split()
+    if rest[0] in ("Z", "X"):  # a zombie (killed, not reaped yet) is no longer running
+        return None
     return int(rest[19])
 
 
@@ -78,12 +82,32 @@ def register_run(run_id: str, kind: str = "lab", extra: dict[str, Any] | None = 
         "created": time.time(),
         **(extra or {}),
     }
+    return _write_record(run_id, rec)
+
+
+def _write_record(run_id: str, rec: dict[str, Any]) -> str:
     path = _record_path(run_id)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(rec, fh)
     os.replace(tmp, path)
     return path
+
+
+def remember_private(run_id: str, *paths: str | os.PathLike) -> None:
+    """Add per-run secrets (keys...) to the run's record: :func:`remove_run` deletes them if the
+    run dies before its own teardown (SIGKILL), so no result folder keeps them."""
+    rec = read_run_record(run_id)
+    if rec is None:
+        raise RuntimeError(f"run {run_id} has no record: register_run() first")
+    known = rec.setdefault("private_paths", [])
+    known += [os.fspath(p) for p in paths if os.fspath(p) not in known]
+    _write_record(run_id, rec)
+
+
+def host_workdir(run_id: str) -> str:
+    """The hosts' per-run work folder (an emulated lab's hosts share this machine's /tmp)."""
+    return f"/tmp/testbed-{names.check_run_id(run_id)}"
 
 
 def read_run_record(run_id: str) -> dict[str, Any] | None:
@@ -371,7 +395,17 @@ def remove_run(run_id: str, *, dry_run: bool = False, kill_timeout_s: float = 2.
     done += _delete_owned_links(None, run_id, dry_run)
     # 5. cgroups
     done += cpu.remove_run_groups(run_id, dry_run=dry_run)
-    # 6. the record
+    # 6. per-run secrets the record names (keys in a result folder), the hosts' work folder
+    rec = read_run_record(run_id) or {}
+    for path in [*rec.get("private_paths", []), host_workdir(run_id)]:
+        if os.path.lexists(path):
+            done.append(f"remove {path}")
+            if not dry_run:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+    # 7. the record
     if read_run_record(run_id) is not None or os.path.exists(_record_path(run_id)):
         done.append(f"remove run record {_record_path(run_id)}")
         if not dry_run:

@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 
 TC = shaping.TC
 IP = "/usr/sbin/ip"
+VM_SECRETS = ("keys", "initrd-run.img")
+"""Per-run files in the VM's work folder that hold keys (the run's SSH keys; the overlay with the
+VM's host key and authorized_keys): deleted at teardown, or by `testbed clean` after a kill."""
 RADIO_HEADROOM = 1.5
 """WiFi mode: the unshaped 802.11 path must carry this multiple of the medium's rate."""
 NETEM_ONLY_NOTE = ("WiFi without radios (hwsim: false): the medium is netem only, no 802.11 "
@@ -346,7 +349,8 @@ class VmLab(SigtermGuard):
         self._owner_pid = os.getpid()
         self._claimed = True
         cleanup.register_run(self.run_id, kind="vm-lab", extra={
-            "namespaces": [self.namespace(h) for h in self.hosts]})
+            "namespaces": [self.namespace(h) for h in self.hosts],
+            "private_paths": [str(self.workdir / s) for s in VM_SECRETS]})
         if self.image is None:
             self.image = build_image(progress=self.progress)
         with signals_deferred():
@@ -386,7 +390,7 @@ class VmLab(SigtermGuard):
             if self.vm is not None:
                 self.vm.stop()
                 self.vm = None
-            for secret in ("keys", "initrd-run.img"):  # per-run keys: never kept in results
+            for secret in VM_SECRETS:  # per-run keys: never kept in results
                 p = self.workdir / secret
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
