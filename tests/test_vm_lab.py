@@ -23,6 +23,8 @@ import pytest
 from testbed.emulated import NO_NETEM_WARNING, choose_backend
 from testbed.lab import cleanup
 
+from tests.vmcheck import needs_vm
+
 
 class _Caps:
     def __init__(self, **have):
@@ -95,17 +97,6 @@ warmup: 1
 """
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (namespaces, taps, QEMU)"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
-    for tool in ("apt-get", "dpkg", "modinfo", "depmod", "chroot"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (the VM image build needs apt, dpkg, kmod, coreutils)"
-    return None
-
-
 def _namespace_ids(run_id: str) -> set[tuple[int, int]]:
     """(device, inode) of each of the run's network namespaces, read while they exist."""
     ids = set()
@@ -160,7 +151,7 @@ def _leftovers(run_id: str, run_dir: Path, namespace_ids: set[tuple[int, int]] =
 
 
 @pytest.mark.root
-@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+@needs_vm
 def test_testbed_run_with_the_ap_as_a_vm(tmp_path):
     scenario = tmp_path / "s.yaml"
     scenario.write_text(SCENARIO)
@@ -334,7 +325,7 @@ def _comms(pids) -> set[str]:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+@needs_vm
 def test_ctrl_c_mid_step_with_the_ap_as_a_vm_tears_everything_down(tmp_path):
     t0 = time.monotonic()
     with _BackgroundRun(tmp_path) as run:
@@ -374,7 +365,7 @@ def test_ctrl_c_mid_step_with_the_ap_as_a_vm_tears_everything_down(tmp_path):
 
 
 @pytest.mark.root
-@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+@needs_vm
 def test_sigkill_mid_step_with_the_ap_as_a_vm_then_testbed_clean(tmp_path):
     from testbed.vm import boot
 
