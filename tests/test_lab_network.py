@@ -25,6 +25,8 @@ import pytest
 from testbed.lab import capabilities, cleanup, cpu, names, shaping
 from testbed.lab.topology import EmulatedLab, HostPlan, LabError, LabPlan, LinkShape
 
+from tests.childproc import restore_sigint
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,7 +355,8 @@ CHILD = textwrap.dedent(
 def _start_child() -> tuple[subprocess.Popen, str, int]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=restore_sigint)
     try:
         line = read_until(proc, "UP ", 30)
         assert line is not None, "child did not bring the lab up"

@@ -16,6 +16,8 @@ from testbed.lab.cleanup import owned_namespaces
 from testbed.orchestrator import finished_steps
 from testbed.records import read_records
 
+from tests.childproc import restore_sigint
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="the emulated lab needs root (network namespaces)"),
@@ -148,7 +150,7 @@ def test_ctrl_c_mid_step_tears_everything_down(tmp_path):
     scenario.write_text(SCENARIO.format(frames=400))
     proc = subprocess.Popen([sys.executable, "-m", "testbed", "run", str(scenario), "--results",
                              str(tmp_path / "results")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
     try:
         deadline = time.monotonic() + 180
         out = None

@@ -23,6 +23,7 @@ import pytest
 from testbed.emulated import NO_NETEM_WARNING, choose_backend
 from testbed.lab import cleanup
 
+from tests.childproc import restore_sigint
 from tests.vmcheck import needs_vm
 
 
@@ -227,7 +228,8 @@ class _BackgroundRun:
         with open(self.tmp_path / "run.out", "wb") as out, open(self.tmp_path / "run.err", "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "testbed", "run", str(self.scenario), "--results",
-                 str(self.results)], stdout=out, stderr=err, start_new_session=True)
+                 str(self.results)], stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=restore_sigint)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -60,7 +60,7 @@ def test_hwsim_key_defaults_to_radios_only_where_kvm_makes_them_cheap():
 
 
 def test_hwsim_key_errors_name_the_field_and_the_fix():
-    assert "set backend: vm" in _problems({"hwsim": True})["hosts[2].hwsim"]
+    assert "set backend: vm" in _problems({"backend": "namespace", "hwsim": True})["hosts[2].hwsim"]
     assert "remove the key" in _problems({"backend": "vm", "hwsim": True}, kind="lte")["hosts[2].hwsim"]
     assert _problems({"backend": "vm", "hwsim": "yes please"})["hosts[2].hwsim"].startswith(
         "expected true or false")
