@@ -21,6 +21,11 @@ The shared medium is shaped inside the VM, over SSH, with ``tc`` (:func:`shape_m
   ``htb`` tree with one class per station (rate R/n, ceil R) and ``netem`` leaves for delay,
   jitter, loss and the queue limit (the rate then comes from HTB's token bucket).
 
+WiFi mode (``wifi=WifiSettings(...)``, :mod:`testbed.vm.radio`): the stations associate to
+hostapd over mac80211_hwsim radios in the VM; each station NIC then lives in its own namespace in
+the VM with the station's radio, the downlink queue is netem on the AP radio's egress, and the
+unshaped 802.11 path is measured once against the medium's rate (``RADIO_HEADROOM``).
+
 Segmentation offloads (TSO/GSO/GRO) are off on every guest NIC and ifb and on the host end of
 every tap. What the VM holds is read back with ``tc -s qdisc`` / ``tc class`` / ``tc filter`` into
 :class:`~testbed.lab.shaping.ShapingReport` entries, the same manifest shape the namespace lab
