@@ -309,7 +309,7 @@ def _killed_pid(line: str) -> int | None:
 
 def _names_run(line: str, run_id: str) -> bool:
     """A ``testbed clean`` line names an object of run ``run_id`` (namespace, interface, cgroup,
-    VM, VM files, run record)."""
+    VM, VM files, run record, a process found in one of its namespaces)."""
     return any(f in line for f in (f"tb-{run_id}-", f"tb{run_id}-", f"testbed-{run_id}",
                                    f"run {run_id}", f"vm-{run_id}.", f"/{run_id}.json"))
 

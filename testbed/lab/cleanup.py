@@ -224,14 +224,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_pids(pids: Sequence[int], *, timeout_s: float = 2.0, dry_run: bool = False) -> list[str]:
+def kill_pids(pids: Sequence[int], *, timeout_s: float = 2.0, dry_run: bool = False,
+              where: dict[int, str] | None = None) -> list[str]:
     """SIGTERM, wait (bounded), then SIGKILL. Never signals this process or its parent.
 
     Exited children are left for their owners to reap (a zombie holds no namespace).
+    ``where``: pid -> the namespace it was found in, named in the returned lines.
     """
     protected = {os.getpid(), os.getppid(), 1}
     targets = [p for p in pids if p not in protected]
-    done = [f"kill pid {p} ({_comm(p)})" for p in targets]
+    where = where or {}
+    done = [f"kill pid {p} ({_comm(p)})" + (f" in {where[p]}" if p in where else "")
+            for p in targets]
     if dry_run or not targets:
         return done
     for p in targets:
@@ -378,11 +382,12 @@ def remove_run(run_id: str, *, dry_run: bool = False, kill_timeout_s: float = 2.
     done: list[str] = []
     spaces = owned_namespaces(run_id)
     # 1. processes inside (they keep a namespace and its devices alive)
-    pids: list[int] = []
+    where: dict[int, str] = {}
     for ns in spaces:
-        pids += pids_in_namespace(ns)
-    if pids:
-        done += kill_pids(sorted(set(pids)), timeout_s=kill_timeout_s, dry_run=dry_run)
+        for pid in pids_in_namespace(ns):
+            where.setdefault(pid, ns)
+    if where:
+        done += kill_pids(sorted(where), timeout_s=kill_timeout_s, dry_run=dry_run, where=where)
     # 2. owned links inside each namespace (synchronous; namespace teardown is asynchronous)
     for ns in spaces:
         done += _delete_owned_links(ns, run_id, dry_run)
