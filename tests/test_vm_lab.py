@@ -249,8 +249,8 @@ class _BackgroundRun:
         return next((m.parent for m in self.results.glob("*/manifest.json")), None)
 
     def find_run_id(self) -> str | None:
-        """From the result folder's manifest, else from the run record this very process owns
-        (pid and start time: a stale record may carry a reused pid)."""
+        """From the result folder's manifest, else from the VM lab's run record this very process
+        owns (pid and start time: a stale record may carry a reused pid)."""
         if self.run_id is None and self.run_dir is not None:
             try:
                 self.run_id = json.loads((self.run_dir / "manifest.json").read_text())["run_id"]
@@ -260,7 +260,8 @@ class _BackgroundRun:
             me = (self.proc.pid, cleanup._proc_starttime(self.proc.pid))
             for run in cleanup.recorded_runs():
                 rec = cleanup.read_run_record(run) or {}
-                if (rec.get("pid"), rec.get("starttime")) == me:
+                # the same process also owns short-lived records, e.g. the capability probe's
+                if (rec.get("pid"), rec.get("starttime")) == me and rec.get("kind") == "vm-lab":
                     self.run_id = run
         return self.run_id
 
