@@ -57,7 +57,7 @@ def _path(mode: str, image: VmImage, run_id: str, workdir: Path) -> Iterator[tup
     """(vm, shape(spec) callable, es address) for one mode; everything undone on exit."""
     if mode == "netem":
         with vm_pair(image, run_id, workdir, progress=print) as vm:
-            yield vm, None, es_address()
+            yield vm, lambda spec: shaping.shape_path(vm, spec, spec), es_address()
         return
     plan = LabPlan(run_id=run_id, hosts=(HostPlan("md", "md"), HostPlan("es", "es"),
                                          HostPlan("ap", "ap")),
@@ -74,7 +74,7 @@ def measure(mode: str, image: VmImage, args: argparse.Namespace) -> dict[str, An
     md, es = names.namespace_name(run_id, "md"), names.namespace_name(run_id, "es")
     with tempfile.TemporaryDirectory(prefix=f"vm-fidelity-{mode}-") as tmp:
         with _path(mode, image, run_id, Path(tmp)) as (vm, shape, es_addr):
-            (shape or (lambda spec: shaping.shape_path(vm, spec, spec)))(UNSHAPED)
+            shape(UNSHAPED)
             goodput = shaping.tcp_goodput_mbit(md, es, es_addr)
             load0 = os.getloadavg()
             cpu0, t0 = _cpu_s(vm.pid), time.monotonic()

@@ -383,7 +383,7 @@ def cmd_report(args) -> int:
 def cmd_doctor(args) -> int:
     from testbed.lab.capabilities import doctor
 
-    from testbed.emulated import HWSIM_TCG_REASON, choose_backend
+    from testbed.emulated import choose_backend, default_radios
 
     for cap in doctor():
         mark = "ok " if cap.available else "-- "
@@ -396,9 +396,8 @@ def cmd_doctor(args) -> int:
     for warning in choice["warnings"]:
         print(f"    warning: {warning}")
     if choice["backend"] == "vm":
-        radios = ("on: stations associate over hwsim radios in the VM" if choice["accel"] == "kvm"
-                  else f"off ({HWSIM_TCG_REASON})")
-        print(f"WiFi links in the VM, `hwsim` unset: {radios}")
+        on, why = default_radios(choice["accel"])
+        print(f"WiFi links in the VM, `hwsim` unset: {'on' if on else 'off'} ({why})")
     return 0
 
 

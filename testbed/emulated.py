@@ -45,8 +45,12 @@ NO_NETEM_WARNING = ("the host kernel has no sch_netem: the AP namespace shapes w
                     "delay, jitter and loss are NOT applied (rate and queue only)")
 
 
-HWSIM_TCG_REASON = ("default without KVM: netem only; under TCG the 802.11 path through hwsim is "
-                    "CPU-bound below the WiFi presets' rates (set hwsim: true to use it anyway)")
+def default_radios(accel: str | None) -> tuple[bool, str]:
+    """Radios in the AP VM when ``hwsim`` is unset: on with KVM, off under TCG."""
+    if accel == "kvm":
+        return True, "default with KVM: stations associate over hwsim radios in the VM"
+    return False, ("default without KVM: netem only; under TCG the 802.11 path through hwsim is "
+                   "CPU-bound below the WiFi presets' rates (set hwsim: true to use it anyway)")
 
 
 def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
@@ -94,9 +98,7 @@ def wifi_radios(scenario: Scenario, router: Any, backend: str,
         return False, "the AP is a namespace: no radios"
     if router.hwsim is not None:
         return router.hwsim, f"hwsim: {'true' if router.hwsim else 'false'} in the scenario"
-    if accel == "kvm":
-        return True, "default with KVM: stations associate over hwsim radios in the VM"
-    return False, HWSIM_TCG_REASON
+    return default_radios(accel)
 
 
 def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:

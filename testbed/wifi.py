@@ -337,6 +337,12 @@ def with_deltas(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str,
 # --------------------------------------------------------------------------- the link
 
 
+def settings_manifest(s: WifiSettings) -> dict[str, Any]:
+    """What every WiFi link (radio lab, or hwsim in the AP VM) records of its settings."""
+    return {"settings": s.to_dict(), "frequency_mhz": s.frequency_mhz,
+            "security": "WPA2-PSK (CCMP), per-run passphrase (not recorded)"}
+
+
 AP_ENABLED = re.compile(r"AP-ENABLED")
 CONNECTED = re.compile(r"CTRL-EVENT-CONNECTED")
 
@@ -516,12 +522,9 @@ class WifiLink:
         return call_all(undo)
 
     def manifest(self) -> dict[str, Any]:
-        s = self.settings
         return {
             "kind": "wifi",
-            "settings": s.to_dict(),
-            "frequency_mhz": s.frequency_mhz,
-            "security": "WPA2-PSK (CCMP), per-run passphrase (not recorded)",
+            **settings_manifest(self.settings),
             "ap": self.ap.name,
             "stations": [n.name for n in self.stations],
             "station_macs": dict(self._macs),

@@ -35,7 +35,8 @@ from typing import Any
 from testbed.inventory import redact
 from testbed.vm.shaping import offloads_off
 from testbed.wifi import (AP_ENABLED, CONNECTED, WifiSettings, hostapd_conf, new_passphrase,
-                          parse_iw_link, parse_station_dump, with_deltas, wpa_supplicant_conf)
+                          parse_iw_link, parse_station_dump, settings_manifest, with_deltas,
+                          wpa_supplicant_conf)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class HwsimWifi:
         self.events: dict[str, dict[str, Any]] = {}
         self.offloads: dict[str, dict[str, str]] = {}
         self.cipher_driver: str | None = None
+        self.bring_up_s: float | None = None
         self.path_capacity: dict[str, Any] | None = None
         self._last: dict[str, dict[str, Any]] = {}
 
@@ -145,7 +147,7 @@ class HwsimWifi:
         for k, (st, radio) in enumerate(zip(self.stations, station_radios)):
             self.radios[st.host] = radio
             self._start_station(st, radio, f"{pool[10 + k]}/{net.prefixlen}", str(pool[0]))
-        self.events["bring_up_s"] = {"total": round(time.monotonic() - t0, 2)}
+        self.bring_up_s = round(time.monotonic() - t0, 2)
         drivers = self._sh("grep -A3 'name *: ccm(aes)' /proc/crypto | sed -n 's/^driver *: //p'",
                            check=False).stdout.split()
         self.cipher_driver = drivers[0] if drivers else None
@@ -264,17 +266,15 @@ class HwsimWifi:
         return kept
 
     def manifest(self) -> dict[str, Any]:
-        s = self.settings
         return {
             "mode": "hwsim",
-            "settings": s.to_dict(),
-            "frequency_mhz": s.frequency_mhz,
-            "security": "WPA2-PSK (CCMP), per-run passphrase (not recorded)",
+            **settings_manifest(self.settings),
             "ap_radio": vars(self.ap) if self.ap else None,
             "station_radios": {h: {**vars(r), "vm_namespace": netns_name(h)}
                                for h, r in self.radios.items()},
             "addresses": dict(self.addresses),
             "events": dict(self.events),
+            "bring_up_s": self.bring_up_s,
             "offloads": dict(self.offloads),
             "ccmp_cipher_driver": self.cipher_driver,
             "path_capacity": self.path_capacity,
