@@ -30,7 +30,8 @@ from datetime import datetime
 from pathlib import Path
 
 from testbed.lab.shaping import default_burst_bytes
-from testbed.lab.topology import EmulatedLab, LabPlan, LinkShape
+from testbed.lab.plan import LabPlan, LinkShape
+from testbed.lab.topology import EmulatedLab
 from testbed.records import read_records
 
 PROBE = str(Path(__file__).with_name("message_probe.py"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from testbed.lab import names
-from testbed.lab.topology import HostPlan, LabPlan, LinkShape
+from testbed.lab.plan import HostPlan, LabPlan, LinkShape
 from testbed.vm import shaping
 from testbed.vm.build import VmImage, build_image
 from testbed.vm.lab import VmLab

@@ -32,7 +32,8 @@ from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
 from testbed.hostset import HostSet
 from testbed.lab import capabilities, cleanup, management
-from testbed.lab.topology import EmulatedLab, HostPlan, LabPlan, LinkShape
+from testbed.lab.plan import HostPlan, LabPlan, LinkShape
+from testbed.lab.topology import EmulatedLab
 from testbed.scenario import Scenario
 
 log = logging.getLogger(__name__)

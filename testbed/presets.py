@@ -225,7 +225,7 @@ class LinkSpec:
         return wire * 8 / (self.rate_mbit * 1e6) + 2 * self.delay_ms / 1e3
 
     def shaping(self) -> dict[str, Any]:
-        """The shaping values alone: ``testbed.lab.topology.LinkShape(**spec.shaping())``."""
+        """The shaping values alone: ``testbed.lab.plan.LinkShape(**spec.shaping())``."""
         return {name: getattr(self, name) for name in SHAPING_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:

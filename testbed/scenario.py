@@ -460,7 +460,7 @@ def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
     preset = ck.get(data, "preset", "link", ck.string, choices=tuple(presets.PRESETS))
     section: dict[str, Any] = {}
     checks = {
-        # ranges as testbed.lab.topology.LinkShape accepts them
+        # ranges as testbed.lab.plan.LinkShape accepts them
         "rate_mbit": lambda v, p: ck.number(v, p, above=0, maximum=100_000),
         "delay_ms": lambda v, p: ck.number(v, p, minimum=0),
         "jitter_ms": lambda v, p: ck.number(v, p, minimum=0),

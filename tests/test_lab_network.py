@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from testbed.lab import capabilities, cleanup, cpu, names, shaping
-from testbed.lab.topology import EmulatedLab, HostPlan, LabError, LabPlan, LinkShape
+from testbed.lab.plan import HostPlan, LabError, LabPlan, LinkShape
+from testbed.lab.topology import EmulatedLab
 
 from tests.childproc import restore_sigint
 
@@ -179,7 +180,7 @@ def test_names_are_owned_and_short() -> None:
 
 
 def test_plan_validation_and_address_plan() -> None:
-    from testbed.lab.topology import address_plan
+    from testbed.lab.plan import address_plan
 
     p = LabPlan.star(LinkShape(rate_mbit=24), run_id="abc123")
     a = address_plan(p)
@@ -341,7 +342,8 @@ def test_failure_mid_up_leaves_nothing(caps, monkeypatch, step) -> None:
 CHILD = textwrap.dedent(
     """
     import subprocess, sys, time
-    from testbed.lab.topology import EmulatedLab, LabPlan, LinkShape
+    from testbed.lab.plan import LabPlan, LinkShape
+    from testbed.lab.topology import EmulatedLab
     p = LabPlan.star(LinkShape(rate_mbit=24, queue_packets=50))
     with EmulatedLab(p) as lab:
         sleeper = lab.popen("md", ["sleep", "60"], stdin=subprocess.DEVNULL,

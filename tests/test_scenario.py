@@ -325,10 +325,10 @@ def test_emulated_host_names_fit_interface_names():
 
 
 def test_link_spec_feeds_the_lab_shaper():
-    topology = pytest.importorskip("testbed.lab.topology")
+    plan = pytest.importorskip("testbed.lab.plan")
     for preset in presets.PRESETS.values():
         spec = presets.resolve_link({"kind": preset.kind})
-        shape = topology.LinkShape(**spec.shaping())
+        shape = plan.LinkShape(**spec.shaping())
         assert (shape.rate_mbit, shape.queue_packets) == (preset.rate_mbit, preset.queue_packets)
         assert shape.fair_per_station == preset.fair_per_station
 

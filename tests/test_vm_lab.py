@@ -57,8 +57,8 @@ def test_auto_prefers_host_netem_then_the_vm_then_tbf(monkeypatch):
 
 
 def test_fair_medium_is_htb_with_netem_leaves():
-    from testbed.lab.shaping import StationClass
-    from testbed.lab.topology import LinkShape
+    from testbed.lab.plan import StationClass
+    from testbed.lab.plan import LinkShape
     from testbed.vm import lab
 
     ran = []

@@ -18,7 +18,7 @@ import pytest
 from testbed import scenario as sc
 from testbed.emulated import wifi_radios
 from testbed.lab import names
-from testbed.lab.topology import HostPlan, LabPlan, LinkShape
+from testbed.lab.plan import HostPlan, LabPlan, LinkShape
 from testbed.wifi import WifiSettings
 
 from tests.vmcheck import assert_nothing_left, needs_vm

@@ -56,16 +56,15 @@ import ipaddress
 import math
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_NEWQDISC
 from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
 
-if TYPE_CHECKING:  # pragma: no cover
-    from testbed.lab.topology import LinkShape
+from testbed.lab.plan import LinkShape, ShapingReport, StationClass
 
 ETH_HEADER = 14
 IP_MTU = 1500
@@ -291,45 +290,10 @@ def _index(ipr: IPRoute, ifname: str) -> int:
     return found[0]
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- backend choice
 
 
-@dataclass(frozen=True)
-class StationClass:
-    """A station served by its own HTB class: matched by its subnet (src up, dst down)."""
-
-    name: str
-    network: str
-
-
-@dataclass
-class ShapingReport:
-    label: str
-    namespace: str
-    interface: str
-    backend: str  # "netem" | "htb+netem" | "tbf" | "htb"
-    feeds: list[str]
-    requested: dict[str, Any]
-    applied: dict[str, Any] = field(default_factory=dict)
-    not_applied: dict[str, str] = field(default_factory=dict)
-    qdiscs: list[dict[str, Any]] = field(default_factory=list)
-    classes: list[dict[str, Any]] = field(default_factory=list)
-    filters: list[dict[str, Any]] = field(default_factory=list)
-    redirects: list[dict[str, Any]] = field(default_factory=list)
-    expected: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def qdisc(self, kind: str) -> dict[str, Any] | None:
-        for q in self.qdiscs:
-            if q["kind"] == kind:
-                return q
-        return None
-
-
-def choose_backend(shape: "LinkShape", caps: Any) -> str:
+def choose_backend(shape: LinkShape, caps: Any) -> str:
     """The tree ``apply_shape`` will build for ``shape`` with capabilities ``caps``."""
     netem = _has(caps, "netem")
     if shape.fair_per_station:
@@ -432,7 +396,7 @@ def clear_root(namespace: str | None, ifname: str) -> None:
 def apply_shape(
     namespace: str,
     ifname: str,
-    shape: "LinkShape",
+    shape: LinkShape,
     caps: Any,
     *,
     label: str,
@@ -580,7 +544,7 @@ def apply_shape(
 def _apply_htb(
     ipr: IPRoute,
     index: int,
-    shape: "LinkShape",
+    shape: LinkShape,
     stations: Sequence[StationClass],
     match: str,
     burst: int,

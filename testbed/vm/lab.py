@@ -28,7 +28,7 @@ unshaped 802.11 path is measured once against the medium's rate (``RADIO_HEADROO
 
 Segmentation offloads (TSO/GSO/GRO) are off on every guest NIC and ifb and on the host end of
 every tap. What the VM holds is read back with ``tc -s qdisc`` / ``tc class`` / ``tc filter`` into
-:class:`~testbed.lab.shaping.ShapingReport` entries, the same manifest shape the namespace lab
+:class:`~testbed.lab.plan.ShapingReport` entries, the same manifest shape the namespace lab
 writes.
 
 Host namespaces get the lab's sysctls (IPv6 off, the scenario's TCP settings, read back) and CPU
@@ -55,16 +55,19 @@ from pyroute2 import IPRoute
 
 from testbed.lab import cleanup, cpu, names
 from testbed.lab import shaping as lab_shaping
-from testbed.lab.shaping import ShapingReport, StationClass
-from testbed.lab.topology import (
+from testbed.lab.plan import (
     RECORDED_SYSCTLS,
     HostState,
     LabError,
     LabPlan,
     LabState,
     LinkShape,
-    SigtermGuard,
+    ShapingReport,
+    StationClass,
     address_plan,
+)
+from testbed.lab.topology import (
+    SigtermGuard,
     disable_offloads,
     read_sysctls,
     signals_deferred,
