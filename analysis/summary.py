@@ -75,26 +75,27 @@ def summarize(records: Iterable[FrameRecord]) -> list[ConfigSummary]:
     return out
 
 
-def format_table(summaries: list[ConfigSummary]) -> str:
-    """A plain-text table in milliseconds: mean ± std and p50/p99 of each component."""
+def format_table(summaries: list[ConfigSummary], marks: dict[tuple[str, str], str] | None = None) -> str:
+    """A plain-text table in milliseconds: mean ± std and p50/p99 of each component.
+
+    ``marks``: a note per flagged cell, keyed by (configuration, load as shown: ``10``), put in
+    a last ``flags`` column (the column appears only when ``marks`` is given).
+    """
     header = ["config", "mode", "load", "n", "wire B"] + [
         f"{c} mean±std (p50/p99)" for c in COMPONENTS
-    ]
+    ] + (["flags"] if marks is not None else [])
     lines = []
     for s in summaries:
-        cells = [
-            s.config,
-            s.mode,
-            "-" if s.load_mbit is None else f"{s.load_mbit:g}",
-            str(s.frames),
-            f"{s.wire_bytes:.0f}",
-        ]
+        load = "-" if s.load_mbit is None else f"{s.load_mbit:g}"
+        cells = [s.config, s.mode, load, str(s.frames), f"{s.wire_bytes:.0f}"]
         for c in COMPONENTS:
             st = s.components[c]
             cells.append(
                 "-" if st is None
                 else f"{st.mean * 1e3:.1f}±{st.std * 1e3:.1f} ({st.p50 * 1e3:.1f}/{st.p99 * 1e3:.1f})"
             )
+        if marks is not None:
+            cells.append(marks.get((s.config, load), ""))
         lines.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths))  # noqa: E731

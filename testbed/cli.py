@@ -137,9 +137,12 @@ def cmd_demo(args) -> int:
     if unknown:
         raise SystemExit(f"--configs: unknown {unknown}; choose from {', '.join(presets)}")
     configs = [presets[c] for c in args.configs]
-    bar = tqdm(total=len(configs) * (args.frames + args.warmup), unit="frame", dynamic_ncols=True)
+    bar = tqdm(total=len(configs) * (args.frames + args.warmup), unit="frame", dynamic_ncols=True,
+               disable=None)
 
     def on_config(config):
+        if bar.disable:  # not a terminal: one plain line per configuration
+            print(f"{config.name}: {args.warmup} warm-up + {args.frames} frames", file=sys.stderr, flush=True)
         bar.set_description(config.name)
 
     def on_frame(record):
@@ -196,12 +199,10 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
-    from analysis.summary import format_table, summarize
     from testbed.emulated import EmulatedHosts
     from testbed.lab.names import new_run_id
     from testbed.orchestrator import (Orchestrator, Progress, finished_steps, keep_finished_frames,
                                       plan_steps, scenario_of)
-    from testbed.records import read_records
     from testbed.resultdir import FRAMES, new_result_dir
     from testbed.scenario import ScenarioError, load_scenario
 
@@ -230,10 +231,14 @@ def cmd_run(args) -> int:
         print(f"nothing to do: every step of {out} is finished")
         return 0
     frames_per_step = scenario.frames + scenario.warmup
-    step_bar = tqdm(total=len(steps), unit="step", position=0, dynamic_ncols=True)
-    frame_bar = tqdm(total=frames_per_step, unit="frame", position=1, dynamic_ncols=True, leave=False)
+    step_bar = tqdm(total=len(steps), unit="step", position=0, dynamic_ncols=True, disable=None)
+    frame_bar = tqdm(total=frames_per_step, unit="frame", position=1, dynamic_ncols=True, leave=False,
+                     disable=None)
 
     def on_step(i, n, step):
+        if step_bar.disable:  # not a terminal (a log file, a pipe): one plain line per step
+            print(f"step {i + 1}/{n}: {step.config.name} @ {step.load_mbit:g} Mbit/s", file=sys.stderr,
+                  flush=True)
         step_bar.n = i
         step_bar.set_description(f"{step.config.name} @ {step.load_mbit:g} Mbit/s")
         step_bar.refresh()
@@ -286,11 +291,32 @@ def cmd_run(args) -> int:
     step_bar.close()
     failed = {k: v["status"] for k, v in manifest["steps"].items() if not v["status"].startswith("ok")}
     if (out / FRAMES).exists():
-        print(format_table(summarize(read_records(out / FRAMES))))
+        _print_summary(out, scenario.frames)
     for step, status in failed.items():
         print(f"step {step}: {status}", file=sys.stderr)
     print(f"\nresults: {out}")
     return 1 if failed else 0
+
+
+def _print_summary(out: Path, frames_per_step: int) -> None:
+    """The run's table with its flagged cells marked, then one line: how many, and where to read why."""
+    from analysis.cellflags import REASONS, flag_cells
+    from analysis.load import load_results
+    from analysis.summary import format_table, summarize
+    from testbed.records import read_records
+    from testbed.resultdir import FRAMES
+
+    summaries = summarize(read_records(out / FRAMES))
+    flagged = flag_cells(load_results(out), frames_per_step)
+    print(format_table(summaries, marks={(f.config, f.load): f.detail for f in flagged}))
+    if not flagged:
+        print(f"no cell flagged ({len(summaries)} cells)")
+        return
+    kinds = sorted({k for f in flagged for k in f.flags})
+    for kind in kinds:
+        print(f"  {kind}: {REASONS[kind]}")
+    print(f"{len(flagged)} of {len(summaries)} cells flagged ({', '.join(kinds)}); why, step by step: "
+          f"testbed report {out} (tables/ and report/report.html), or the steps in {out / 'manifest.json'}")
 
 
 def _lab_scenario(path: str):
