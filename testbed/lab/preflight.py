@@ -2,7 +2,7 @@
 
 ``testbed.lab.capabilities`` says what the kernel and the installed tools *offer*; this module
 adds the checks of things a run *needs* that only fail once the lab is half up otherwise, and
-picks, for one run, the checks that block it (:func:`for_run`). Each check is a plain function
+names, for one kind of run, the checks that block it (:func:`needed`). Each check is a plain function
 returning a :class:`~testbed.lab.capabilities.Capability` whose ``fix`` is one line saying what
 to do:
 
@@ -131,22 +131,37 @@ def doctor_checks(results_root: str | os.PathLike = "results") -> list[Capabilit
     return [netns_exec(), results_dir(results_root), tun()]
 
 
-def for_run(caps: Capabilities, *, emulated: bool, backend: str | None,
-            needs_load: bool) -> list[Capability]:
-    """The checks that block a run of this kind, ``caps`` from ``capabilities.detect()``
-    (``probe_network=False`` is enough). ``backend``: where the AP runs (``namespace`` or
-    ``vm``); ``needs_load``: some step starts iperf3 on this machine's emulated hosts.
-    The results folder is checked by the caller, before it creates the run's folder."""
-    checks = [caps["root"]]
-    if not emulated or not caps.has("root"):  # a real lab's hosts: `testbed lab check`
-        return checks
-    checks += [netns_exec(), caps["sshd"]]
-    if needs_load:
-        checks.append(caps["iperf3"])
-    if backend == "vm":
-        checks += [caps["qemu-system-x86_64"], tun()]
+def needed(*, emulated: bool, backend: str | None, needs_load: bool) -> list[str]:
+    """Names of the checks that block a run of this kind: the capabilities' (``root``, ``sshd``,
+    ...) and this module's. ``backend``: where the AP runs (``namespace`` or ``vm``);
+    ``needs_load``: some step starts iperf3 on the emulated hosts. A real lab's hosts are
+    checked by ``testbed lab check``. The results folder is checked by the caller, before it
+    creates the run's folder."""
+    if not emulated:
+        return ["root"]
+    return ["root", "netns_exec", "sshd", *(["iperf3"] if needs_load else []),
+            *(["qemu-system-x86_64", "tun"] if backend == "vm" else [])]
+
+
+class PreflightError(RuntimeError):
+    """Some checks a run needs failed; ``failed`` holds them, each with its fix."""
+
+    def __init__(self, failed: list[Capability]):
+        self.failed = failed
+        super().__init__("; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+    @property
+    def fix(self) -> str:
+        return "; ".join(c.fix for c in self.failed if c.fix)
+
+
+def require(caps: Capabilities, wanted: list[str]) -> list[Capability]:
+    """Run the ``wanted`` checks (this module's now, the others read from ``caps``, the result of
+    ``capabilities.detect()``; ``probe_network=False`` is enough); raise :class:`PreflightError`
+    naming every failed one."""
+    own = {"netns_exec": netns_exec, "tun": tun}
+    checks = [own[name]() if name in own else caps[name] for name in wanted]
+    failed = [c for c in checks if not c.available]
+    if failed:
+        raise PreflightError(failed)
     return checks
-
-
-def failures(checks: list[Capability]) -> list[Capability]:
-    return [c for c in checks if not c.available]
