@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -199,11 +200,14 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
+    from testbed import traffic
     from testbed.emulated import EmulatedHosts
+    from testbed.lab import preflight
+    from testbed.lab.capabilities import detect
     from testbed.lab.names import new_run_id
     from testbed.orchestrator import (Orchestrator, Progress, finished_steps, keep_finished_frames,
-                                      plan_steps, scenario_of)
-    from testbed.resultdir import FRAMES, new_result_dir
+                                      plan_steps, record_unstarted, scenario_of, start_failure)
+    from testbed.resultdir import FRAMES, MANIFEST, new_result_dir
     from testbed.scenario import ScenarioError, load_scenario
 
     try:
@@ -220,12 +224,12 @@ def cmd_run(args) -> int:
     except (ScenarioError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("the emulated lab needs root (network namespaces, qdiscs, sshd): run as root, or try "
-              "`testbed demo` (loopback, no root)", file=sys.stderr)
-        return 2
     steps = [s for s in plan_steps(scenario) if s.id not in done]
     if not args.resume:
+        writable = preflight.results_dir(args.results)
+        if not writable.available:
+            print(f"cannot write results: {writable.detail}\nfix: {writable.fix}", file=sys.stderr)
+            return 2
         out = new_result_dir(args.results, scenario.name)
     if not steps:
         print(f"nothing to do: every step of {out} is finished")
@@ -251,22 +255,49 @@ def cmd_run(args) -> int:
         frame_bar.refresh()
 
     print(f"results: {out}")
+    run_id = new_run_id()
     if scenario.emulated:
-        host_set = lambda: EmulatedHosts(scenario, out, new_run_id())  # noqa: E731
+        host_set = lambda: EmulatedHosts(scenario, out, run_id)  # noqa: E731
         lab_errors: tuple[type[BaseException], ...] = ()
     else:  # a real lab: the inventory's hosts over SSH, the link brought up by the testbed
         from testbed.hosts.remote import HostError
         from testbed.realhosts import InventoryError, LabError, RealHosts
 
-        host_set = lambda: RealHosts(scenario, out, new_run_id())  # noqa: E731
+        host_set = lambda: RealHosts(scenario, out, run_id)  # noqa: E731
         lab_errors = (InventoryError, LabError, HostError)
+    stage, hosts = "pre-flight", None
     try:
-        hosts = host_set()
-        if getattr(hosts, "choice", {}).get("backend") == "vm" and hosts.lab.image is None:
-            # build (or find) the AP VM's image before the lab starts, with bars below the steps
-            hosts.lab.image = _build_vm_image(position=2, leave=False, messages=False)
-        with hosts:
-            manifest = Orchestrator(scenario, out, hosts, Progress(on_step, on_frames)).run(steps)
+        try:
+            hosts = host_set()
+            backend = getattr(hosts, "choice", {}).get("backend")
+            preflight.require(detect(probe_network=False), preflight.needed(
+                emulated=scenario.emulated, backend=backend,
+                needs_load=bool(scenario.by_role("ext"))
+                and any(traffic.needs_traffic(s.load_mbit) for s in steps)))
+            stage = "lab start-up"
+            if backend == "vm" and hosts.lab.image is None:
+                # build (or find) the AP VM's image before the lab starts, with bars below the steps
+                hosts.lab.image = _build_vm_image(position=2, leave=False, messages=False)
+            with hosts:
+                stage = "steps"  # from here the orchestrator keeps the manifest
+                manifest = Orchestrator(scenario, out, hosts, Progress(on_step, on_frames)).run(steps)
+        except BaseException as exc:
+            if stage != "steps":  # no step ran: the result folder says why
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                record_unstarted(
+                    out, scenario, run_id, status="interrupted" if interrupted else "failed",
+                    failure=start_failure(stage, "interrupted (SIGINT)" if interrupted else exc,
+                                          getattr(exc, "fix", "")),
+                    lab={"backend": hosts.choice} if hasattr(hosts, "choice") else None)
+            raise
+    except preflight.PreflightError as exc:
+        frame_bar.close()
+        step_bar.close()
+        print("\nthis machine cannot run it (nothing was started):", file=sys.stderr)
+        for check in exc.failed:
+            print(f"  {check.name}: {check.detail}\n    fix: {check.fix}", file=sys.stderr)
+        print(f"(`testbed doctor` checks everything; recorded in {out / MANIFEST})", file=sys.stderr)
+        return 2
     except lab_errors as exc:
         frame_bar.close()
         step_bar.close()
@@ -407,16 +438,18 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from testbed.lab.capabilities import doctor
-
     from testbed.emulated import choose_backend, default_radios
+    from testbed.lab import preflight
+    from testbed.lab.capabilities import detect
 
-    for cap in doctor():
+    caps = detect()
+    checks = {c.name: c for c in [*caps, *preflight.doctor_checks(args.results)]}
+    for cap in checks.values():
         mark = "ok " if cap.available else "-- "
         print(f"{mark} {cap.name:16s} {cap.detail}")
         if not cap.available and cap.fix:
             print(f"    {'':16s} fix: {cap.fix}")
-    choice = choose_backend("auto")
+    choice = choose_backend("auto", caps)
     print(f"\naccess point with `backend: auto` (the default): {choice['backend']} "
           f"({choice['reason']})")
     for warning in choice["warnings"]:
@@ -424,7 +457,12 @@ def cmd_doctor(args) -> int:
     if choice["backend"] == "vm":
         on, why = default_radios(choice["accel"])
         print(f"WiFi links in the VM, `hwsim` unset: {'on' if on else 'off'} ({why})")
-    return 0
+    missing = [name for name in [*preflight.needed(emulated=True, backend=choice["backend"],
+                                                   needs_load=True), "results_dir"]
+               if not checks[name].available]
+    print(f"\n`testbed run` of an emulated lab here: "
+          + (f"NOT ready (fix {', '.join(missing)} above)" if missing else "ready"))
+    return 1 if missing else 0
 
 
 def cmd_clean(args) -> int:
@@ -673,7 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="what this machine can emulate, and what to install",
                        description="Probe kernel and tools: namespaces, veth, netem, tbf, htb, ifb, "
-                       "u32/mirred, CPU cgroups, sshd, iperf3, hostapd, QEMU/KVM.")
+                       "u32/mirred, CPU cgroups, sshd, iperf3, hostapd, QEMU/KVM; and what a run "
+                       "needs before it starts: `ip netns exec`, a writable results folder, "
+                       "/dev/net/tun. Exit status 1 if an emulated run could not start here.")
+    p.add_argument("--results", default="results", help="folder for result folders (default results)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("clean", help="remove what a killed run left behind",
@@ -706,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background by a shell, which leaves SIGINT ignored: Ctrl-C / kill -INT
+        # must still stop a run and tear its lab down (KeyboardInterrupt), however it was started
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     quiet = logging.INFO if args.command == "tail" else logging.WARNING  # services always log
     logging.basicConfig(

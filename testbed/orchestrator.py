@@ -106,6 +106,7 @@ class Orchestrator:
             status="running",
         )
         self.manifest.setdefault("started", now_utc())
+        self.manifest.pop("failure", None)  # a resumed folder's earlier failed start
         self._save()
 
     def _save(self) -> None:
@@ -114,12 +115,15 @@ class Orchestrator:
     # ------------------------------------------------------------------ run
     def run(self, steps: list[Step]) -> dict[str, Any]:
         self._load_manifest()
-        (self.out / "traffic").mkdir(exist_ok=True)
-        (self.out / "steps").mkdir(exist_ok=True)
-        self.hosts.host("md").run(["mkdir", "-p", self.hosts.workdir], timeout=10)
-        tail = self._start_tail()
+        tail = None
+        stepping = False
         try:
+            (self.out / "traffic").mkdir(exist_ok=True)
+            (self.out / "steps").mkdir(exist_ok=True)
+            self.hosts.host("md").run(["mkdir", "-p", self.hosts.workdir], timeout=10)
+            tail = self._start_tail()
             self._wait_for_tail()
+            stepping = True
             for i, step in enumerate(steps):
                 self.progress.on_step(i, len(steps), step)
                 if step.config.mode != "LC" and not tail.alive():
@@ -134,11 +138,15 @@ class Orchestrator:
             self.manifest["status"] = "interrupted"
             raise
         except BaseException as exc:
-            self.manifest["status"] = f"error: {exc}"
+            if stepping:
+                self.manifest["status"] = f"error: {exc}"
+            else:  # no step ran
+                self.manifest.update(status="failed", failure=start_failure("tail start-up", exc))
             raise
         finally:
-            tail.stop()
-            self._fetch_logs(tail)
+            if tail is not None:
+                tail.stop()
+                self._fetch_logs(tail)
             self.manifest["finished"] = now_utc()
             self._save()
         return self.manifest
@@ -353,6 +361,35 @@ class Orchestrator:
             proc.fetch_logs(self.out / "logs")
         except Exception as exc:
             log.warning("could not fetch logs of %s: %s", proc.name, exc)
+
+
+# ---------------------------------------------------------------------- a run that never stepped
+
+
+def start_failure(stage: str, error: BaseException | str, fix: str = "") -> dict[str, str]:
+    """The manifest's ``failure`` of a run that ended before its first step: where, why, and
+    (when known) the one-line fix."""
+    reason = error if isinstance(error, str) else (str(error) or type(error).__name__)
+    return {"stage": stage, "reason": reason, "fix": fix}
+
+
+def record_unstarted(out: Path, scenario: Scenario, run_id: str, *, status: str,
+                     failure: dict[str, str], lab: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest of a run that ended before its first step (pre-flight, lab start-up,
+    Ctrl-C): the keys of a run's manifest that are known by then, ``status`` (``failed`` or
+    ``interrupted``) and ``failure``. A resumed folder keeps its steps."""
+    path = Path(out) / MANIFEST
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.setdefault("schema", 1)
+    manifest.setdefault("steps", {})
+    manifest.update(scenario=scenario_to_dict(scenario), run_id=run_id,
+                    versions=software_versions(), status=status, failure=failure)
+    if lab is not None:
+        manifest["lab"] = lab
+    manifest.setdefault("started", now_utc())
+    manifest["finished"] = now_utc()
+    write_json(path, manifest)
+    return manifest
 
 
 # ---------------------------------------------------------------------- resume
