@@ -31,7 +31,7 @@ from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
 from testbed.hostset import HostSet
-from testbed.lab import capabilities, cleanup, management
+from testbed.lab import capabilities, management, runs
 from testbed.lab.plan import HostPlan, LabPlan, LinkShape
 from testbed.lab.topology import EmulatedLab
 from testbed.scenario import Scenario
@@ -141,7 +141,7 @@ class EmulatedHosts(HostSet):
         else:
             self.lab = EmulatedLab(plan, capabilities=caps)
         self.python = sys.executable
-        self.workdir = cleanup.host_workdir(run_id)
+        self.workdir = runs.host_workdir(run_id)
         self._hosts: dict[str, Host] = {}
         self._links: list[management.ManagementLink] = []
         super().__init__()
@@ -156,7 +156,7 @@ class EmulatedHosts(HostSet):
         self._stack.callback(management.remove, self._links)
         private = self.run_dir / "private"
         self._stack.callback(shutil.rmtree, private, ignore_errors=True)  # keys die with the lab
-        cleanup.remember_private(self.run_id, private)  # ... or with `testbed clean` after a kill
+        runs.remember_private(self.run_id, private)  # ... or with `testbed clean` after a kill
         self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         keys = RunKeys.create(private / "keys",
                               [(link.host, link.address, SSH_PORT) for link in self._links])

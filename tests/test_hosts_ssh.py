@@ -36,7 +36,9 @@ from testbed.hosts.remote import (
     RemoteCommandError,
     RemoteTimeout,
 )
-from testbed.hosts.sshd import SshdError, SshdInstance, kill_netns_processes, process_tree
+from testbed.hosts.sshd import SshdError, SshdInstance
+from testbed.lab.netns import stop_namespace_processes
+from testbed.lab.procs import process_tree
 
 SSHD = "/usr/sbin/sshd"
 PORT = 2222
@@ -152,7 +154,7 @@ def lab(tmp_path_factory):
             sshd.stop()
         try:
             if (Path("/run/netns") / ns).exists():
-                kill_netns_processes(ns, grace=1.0)
+                stop_namespace_processes(ns, term_grace_s=1.0)
         finally:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=root_if)

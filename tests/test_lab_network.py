@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.lab import capabilities, cleanup, cpu, names, shaping
+from testbed.lab import capabilities, cleanup, cpu, names, netns, procs, runs, shaping
 from testbed.lab.plan import HostPlan, LabError, LabPlan, LinkShape
 from testbed.lab.topology import EmulatedLab
 
@@ -44,11 +44,11 @@ def _netns_usable() -> str | None:
     rid = names.new_run_id()
     ns = names.namespace_name(rid, "chk")
     try:
-        cleanup.create_namespace(ns)
+        netns.create_namespace(ns)
     except Exception as e:  # pragma: no cover - depends on the machine
         return f"network namespaces unavailable: {e}"
     finally:
-        cleanup.remove_namespace(ns)
+        netns.remove_namespace(ns)
     return None
 
 
@@ -72,10 +72,10 @@ def caps() -> capabilities.Capabilities:
 def leftovers(run_id: str) -> dict[str, list[str]]:
     """Everything owned by ``run_id`` that still exists anywhere we look."""
     found = {
-        "namespaces": cleanup.owned_namespaces(run_id),
+        "namespaces": netns.owned_namespaces(run_id),
         "root_links": [],
         "cgroups": cpu.owned_run_dirs(run_id),
-        "record": [p for p in [cleanup._record_path(run_id)] if os.path.exists(p)],
+        "record": [p for p in [runs.record_path(run_id)] if os.path.exists(p)],
     }
     from pyroute2 import IPRoute
 
@@ -250,7 +250,7 @@ def test_capabilities_report(caps) -> None:
     assert caps.has("netns") and caps.has("veth")
     assert caps.has("netem") or caps.has("tbf")
     # the probe namespace is gone
-    assert not [n for n in cleanup.owned_namespaces() if n.endswith("-probe")]
+    assert not [n for n in netns.owned_namespaces() if n.endswith("-probe")]
 
 
 # --------------------------------------------------------------------------- up / down
@@ -269,7 +269,7 @@ def test_up_down_leaves_nothing(caps) -> None:
     with EmulatedLab(p) as lab:
         st = lab.state
         assert st is not None
-        assert set(cleanup.owned_namespaces(p.run_id)) == {lab.namespace(h) for h in
+        assert set(netns.owned_namespaces(p.run_id)) == {lab.namespace(h) for h in
                                                            ("ap", "md", "ext", "es")}
         assert lab.address("es") == "198.19.0.2"
         # sysctls recorded per namespace (and the ones we set, set)
@@ -379,7 +379,7 @@ def _start_child() -> tuple[subprocess.Popen, str, int]:
 def test_signal_tears_down(caps, sig) -> None:
     proc, rid, sleeper = _start_child()
     try:
-        assert cleanup.owned_namespaces(rid)
+        assert netns.owned_namespaces(rid)
         proc.send_signal(sig)
         proc.wait(timeout=20)
     finally:
@@ -387,7 +387,7 @@ def test_signal_tears_down(caps, sig) -> None:
             proc.kill()
         proc.communicate(timeout=10)
     assert leftovers(rid) == {}
-    assert not cleanup._alive(sleeper), "process inside the lab survived teardown"
+    assert not procs.is_running(sleeper), "process inside the lab survived teardown"
 
 
 @lab_only
@@ -395,34 +395,34 @@ def test_clean_after_sigkill_touches_only_owned(caps) -> None:
     # a namespace that looks similar but is not ours, with a process and a link inside
     foreign = f"tb-{names.new_run_id()}-notours"
     assert not names.is_owned_namespace(foreign)
-    cleanup.create_namespace(foreign)
+    netns.create_namespace(foreign)
     keeper = None
     try:
         from pyroute2 import IPRoute
 
         with IPRoute(netns=foreign, flags=0) as ipr:
             ipr.link("add", ifname="keep0", kind="veth", peer="keep1")
-        keeper = cleanup.popen_in_namespace(foreign, ["sleep", "60"])
+        keeper = netns.popen_in_namespace(foreign, ["sleep", "60"])
         proc, rid, sleeper = _start_child()
         proc.kill()  # SIGKILL: no teardown at all
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
-        assert cleanup.owned_namespaces(rid), "the killed run should have left its namespaces"
-        assert not cleanup.run_owner_alive(rid)
+        assert netns.owned_namespaces(rid), "the killed run should have left its namespaces"
+        assert not runs.run_owner_alive(rid)
         plan_dry = cleanup.clean(dry_run=True)
         assert any(rid in line for line in plan_dry)
         assert not any(foreign in line for line in plan_dry)
-        assert cleanup.owned_namespaces(rid), "dry run removed something"
+        assert netns.owned_namespaces(rid), "dry run removed something"
         # the global dry run above selected it; remove just this run for real (other people's
         # orphans on a shared machine are theirs to inspect)
         removed = cleanup.clean(run_id=rid)
         assert any(f"remove netns {names.namespace_name(rid, 'md')}" == line for line in removed)
         assert any(line.startswith(f"kill pid {sleeper} ") for line in removed), removed
         assert leftovers(rid) == {}
-        assert not cleanup._alive(sleeper)
+        assert not procs.is_running(sleeper)
         # the foreign namespace, its link and its process are untouched
-        assert cleanup.namespace_exists(foreign)
+        assert netns.namespace_exists(foreign)
         assert keeper.poll() is None
         with IPRoute(netns=foreign, flags=0) as ipr:
             assert ipr.link_lookup(ifname="keep0")
@@ -431,14 +431,14 @@ def test_clean_after_sigkill_touches_only_owned(caps) -> None:
         if keeper is not None:
             keeper.kill()
             keeper.wait(timeout=5)
-        cleanup.remove_namespace(foreign)
+        netns.remove_namespace(foreign)
 
 
 @lab_only
 def test_clean_removes_a_dead_runs_keys_and_work_folder_and_a_zombie_owner_is_dead(tmp_path) -> None:
     rid = names.new_run_id()
     owner = subprocess.Popen(["sleep", "0.2"])
-    start = cleanup._proc_starttime(owner.pid)
+    start = procs.starttime(owner.pid)
     assert start is not None
     deadline = time.monotonic() + 10
     while open(f"/proc/{owner.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
@@ -446,24 +446,24 @@ def test_clean_removes_a_dead_runs_keys_and_work_folder_and_a_zombie_owner_is_de
         time.sleep(0.05)
     try:
         # killed, not reaped yet: its /proc entry remains, but it no longer owns anything
-        cleanup._write_record(rid, {"run_id": rid, "kind": "lab", "pid": owner.pid,
+        runs.write_record(rid, {"run_id": rid, "kind": "lab", "pid": owner.pid,
                                     "starttime": start})
-        assert not cleanup.run_owner_alive(rid)
+        assert not runs.run_owner_alive(rid)
         keys = tmp_path / "results" / "private"
         keys.mkdir(parents=True)
         (keys / "id_ed25519").write_text("secret")
-        cleanup.remember_private(rid, keys)
-        os.makedirs(cleanup.host_workdir(rid))
+        runs.remember_private(rid, keys)
+        os.makedirs(runs.host_workdir(rid))
         plan_dry = cleanup.clean(dry_run=True)
-        assert f"remove {keys}" in plan_dry and f"remove {cleanup.host_workdir(rid)}" in plan_dry
+        assert f"remove {keys}" in plan_dry and f"remove {runs.host_workdir(rid)}" in plan_dry
         removed = cleanup.clean(run_id=rid)
         assert f"remove {keys}" in removed
-        assert not keys.exists() and not os.path.exists(cleanup.host_workdir(rid))
+        assert not keys.exists() and not os.path.exists(runs.host_workdir(rid))
         assert (tmp_path / "results").is_dir()  # only what the record named
-        assert cleanup.read_run_record(rid) is None
+        assert runs.read_run_record(rid) is None
     finally:
         owner.wait(timeout=5)
-        cleanup.unregister_run(rid)
+        runs.unregister_run(rid)
 
 
 @lab_only
@@ -472,14 +472,14 @@ def test_clean_skips_live_runs(caps) -> None:
         removed = cleanup.clean(dry_run=True)
         assert not any(lab.run_id in line for line in removed)
         assert cleanup.clean(run_id=lab.run_id, dry_run=True)  # it would, if asked by run id
-        assert len(cleanup.owned_namespaces(lab.run_id)) == 4
+        assert len(netns.owned_namespaces(lab.run_id)) == 4
         # a second lab with the same run id refuses to start and does not tear down the first
         twin = EmulatedLab(LabPlan.star(LinkShape(rate_mbit=5), run_id=lab.run_id),
                            capabilities=caps)
         with pytest.raises(LabError, match="in use"):
             twin.up()
         twin.down()
-        assert len(cleanup.owned_namespaces(lab.run_id)) == 4
+        assert len(netns.owned_namespaces(lab.run_id)) == 4
 
 
 # --------------------------------------------------------------------------- shaping accuracy

@@ -121,7 +121,7 @@ class NamespaceLab:
     def down(self) -> None:
         from pyroute2 import IPRoute, netns
 
-        from testbed.hosts.sshd import kill_netns_processes
+        from testbed.lab.netns import stop_namespace_processes
 
         for sshd in self.sshd:
             try:
@@ -130,7 +130,7 @@ class NamespaceLab:
                 pass
         for h in HOSTS:
             if (Path("/run/netns") / self.ns[h]).exists():
-                kill_netns_processes(self.ns[h], grace=1.0)
+                stop_namespace_processes(self.ns[h], term_grace_s=1.0)
         with IPRoute() as ipr:
             for name in self.root_if.values():
                 found = ipr.link_lookup(ifname=name)
@@ -461,8 +461,8 @@ def test_wifi_link_bring_up_and_teardown_with_stand_ins(wifi_lab, tmp_path):
 
 
 def test_wifi_failure_explains_itself_and_leaves_nothing(wifi_lab, tmp_path):
-    from testbed.inventory import LabError
     from testbed.realhosts import RealHosts
+    from testbed.inventory import LabError
 
     nslab, tools, bin_dir = wifi_lab
     broken = dict(tools, hostapd=str(bin_dir / "hostapd-broken"))

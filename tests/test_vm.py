@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from testbed.lab import cleanup, names
+from testbed.lab import cleanup, names, netns
 from testbed.vm import boot, shaping
 from testbed.vm.build import _dep_names, _is_library, cache_key
 from testbed.vm.cpio import CpioWriter
@@ -210,9 +210,9 @@ def _udp_probe(client_ns: str, server_ns: str, addr: str, count: int, interval: 
     import sys
 
     budget = count * interval + 3.0
-    server = cleanup.popen_in_namespace(server_ns, [sys.executable, "-c", _ECHO, addr, str(port),
+    server = netns.popen_in_namespace(server_ns, [sys.executable, "-c", _ECHO, addr, str(port),
                                                     str(budget + 2)])
-    with cleanup.in_namespace(client_ns):
+    with netns.in_namespace(client_ns):
         cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sent: dict[int, int] = {}
     rtts: dict[int, float] = {}

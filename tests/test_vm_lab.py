@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from testbed.emulated import NO_NETEM_WARNING, choose_backend
-from testbed.lab import cleanup
+from testbed.lab import cleanup, netns, procs, runs
 
 from tests.childproc import restore_sigint
 from tests.vmcheck import needs_vm
@@ -101,9 +101,9 @@ warmup: 1
 def _namespace_ids(run_id: str) -> set[tuple[int, int]]:
     """(device, inode) of each of the run's network namespaces, read while they exist."""
     ids = set()
-    for ns in cleanup.owned_namespaces(run_id):
+    for ns in netns.owned_namespaces(run_id):
         try:
-            st = os.stat(cleanup.netns_path(ns))
+            st = os.stat(netns.netns_path(ns))
         except OSError:
             continue
         ids.add((st.st_dev, st.st_ino))
@@ -126,7 +126,7 @@ def _leftovers(run_id: str, run_dir: Path, namespace_ids: set[tuple[int, int]] =
              f"--run-id\0{run_id}", str(run_dir)]
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid() or not cleanup._alive(int(entry)):
+        if not entry.isdigit() or int(entry) == os.getpid() or not procs.is_running(int(entry)):
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
@@ -138,16 +138,16 @@ def _leftovers(run_id: str, run_dir: Path, namespace_ids: set[tuple[int, int]] =
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
               if f"tb{run_id}-" in line]
-    found += [f"namespace {ns}" for ns in cleanup.owned_namespaces(run_id)]
+    found += [f"namespace {ns}" for ns in netns.owned_namespaces(run_id)]
     found += [f"cgroup {d}" for d in cpu.owned_run_dirs(run_id)]
     found += [f"file {p}" for p in (boot.pid_file(run_id), boot.record_file(run_id)) if p.exists()]
-    if cleanup.read_run_record(run_id) is not None:
+    if runs.read_run_record(run_id) is not None:
         found.append(f"run record of {run_id}")
     # per-run keys never stay in the result folder; the hosts' work folder goes too
     found += [f"secret {p}" for p in (run_dir / "private", run_dir / "vm" / "keys",
                                        run_dir / "vm" / "initrd-run.img") if p.exists()]
-    if os.path.exists(cleanup.host_workdir(run_id)):
-        found.append(f"work folder {cleanup.host_workdir(run_id)}")
+    if os.path.exists(runs.host_workdir(run_id)):
+        found.append(f"work folder {runs.host_workdir(run_id)}")
     return found
 
 
@@ -257,9 +257,9 @@ class _BackgroundRun:
             except (OSError, ValueError, KeyError):
                 pass
         if self.run_id is None:
-            me = (self.proc.pid, cleanup._proc_starttime(self.proc.pid))
-            for run in cleanup.recorded_runs():
-                rec = cleanup.read_run_record(run) or {}
+            me = (self.proc.pid, procs.starttime(self.proc.pid))
+            for run in runs.recorded_runs():
+                rec = runs.read_run_record(run) or {}
                 # the same process also owns short-lived records, e.g. the capability probe's
                 if (rec.get("pid"), rec.get("starttime")) == me and rec.get("kind") == "vm-lab":
                     self.run_id = run
@@ -298,7 +298,7 @@ def _pids_of(run_id: str) -> set[int]:
     """Processes in the run's namespaces and its QEMU."""
     from testbed.vm import boot
 
-    pids = {p for ns in cleanup.owned_namespaces(run_id) for p in cleanup.pids_in_namespace(ns)}
+    pids = {p for ns in netns.owned_namespaces(run_id) for p in netns.pids_in_namespace(ns)}
     return pids | {q for q in [boot._read_record(run_id).get("qemu_pid")] if q}
 
 
@@ -319,12 +319,12 @@ def _live_runs(but: str) -> dict[str, dict]:
     """Other runs on this machine whose owner is alive: their run and VM records."""
     from testbed.vm import boot
 
-    return {r: {"run": cleanup.read_run_record(r), "vm": boot._read_record(r)}
-            for r in cleanup.recorded_runs() if r != but and cleanup.run_owner_alive(r)}
+    return {r: {"run": runs.read_run_record(r), "vm": boot._read_record(r)}
+            for r in runs.recorded_runs() if r != but and runs.run_owner_alive(r)}
 
 
 def _comms(pids) -> set[str]:
-    return {cleanup._comm(p) for p in pids}
+    return {procs.comm(p) for p in pids}
 
 
 @pytest.mark.root
@@ -380,16 +380,16 @@ def test_sigkill_mid_step_with_the_ap_as_a_vm_then_testbed_clean(tmp_path):
         run_dir = run.run_dir
         namespace_ids = _namespace_ids(run_id)
         qemu = boot._read_record(run_id)["qemu_pid"]
-        assert boot._is_our_qemu(qemu, run_id) and cleanup._alive(qemu)
+        assert boot._is_our_qemu(qemu, run_id) and procs.is_running(qemu)
         running = _comms(_pids_of(run_id))
         assert {"sshd", "iperf3"} <= running, running
         others = _live_runs(but=run_id)
         run.proc.kill()  # SIGKILL to the run's process only (as the OOM killer would): no teardown
         run.proc.wait(timeout=30)  # reaped: a zombie owner would still look alive to `testbed clean`
         left = _leftovers(run_id, run_dir, namespace_ids)
-        assert any(f"testbed-ap-{run_id}" in x for x in left) and cleanup._alive(qemu), left
-        assert cleanup.owned_namespaces(run_id) and cleanup.read_run_record(run_id), left
-        assert not cleanup.run_owner_alive(run_id)
+        assert any(f"testbed-ap-{run_id}" in x for x in left) and procs.is_running(qemu), left
+        assert netns.owned_namespaces(run_id) and runs.read_run_record(run_id), left
+        assert not runs.run_owner_alive(run_id)
         # `testbed clean` (no --all) removes only runs whose owner is gone. Check first that here
         # that is this run alone: every object it would remove names the run, every pid it would
         # kill is QEMU or lives in the run's namespaces; nothing of a live run is listed.
@@ -412,11 +412,11 @@ def test_sigkill_mid_step_with_the_ap_as_a_vm_then_testbed_clean(tmp_path):
           f"load average {os.getloadavg()}")
     assert clean.returncode == 0, clean.stderr
     assert f"removed stop VM of run {run_id} (qemu pid {qemu})" in clean.stdout, clean.stdout
-    assert not cleanup._alive(qemu)
+    assert not procs.is_running(qemu)
     assert _leftovers(run_id, run_dir, namespace_ids) == [], clean.stdout
     # the other live runs (the sweep next door) are untouched
     for r, before in others.items():
-        if cleanup.run_owner_alive(r):
-            assert cleanup.read_run_record(r) == before["run"], r
+        if runs.run_owner_alive(r):
+            assert runs.read_run_record(r) == before["run"], r
             if before["vm"].get("qemu_pid") and boot._read_record(r):
-                assert cleanup._alive(before["vm"]["qemu_pid"]), r
+                assert procs.is_running(before["vm"]["qemu_pid"]), r

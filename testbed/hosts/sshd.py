@@ -41,164 +41,22 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Mapping
 
+from testbed.lab import netns, procs
+
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "SshdError",
-    "SshdInstance",
-    "ensure_privsep_dir",
-    "netns_pids",
-    "kill_netns_processes",
-    "process_tree",
-]
+__all__ = ["SshdError", "SshdInstance", "ensure_privsep_dir"]
 
 DEFAULT_SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
-NETNS_RUN_DIR = Path("/run/netns")
 
 
 class SshdError(RuntimeError):
     """sshd could not be configured, started or reached."""
-
-
-# --------------------------------------------------------------------------------------------
-# /proc helpers
-# --------------------------------------------------------------------------------------------
-def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, pgrp, starttime) of ``pid``, or None if it does not exist."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    rest = data[data.rindex(")") + 2 :].split()
-    # rest[0] = state, [1] = ppid, [2] = pgrp, ..., [19] = starttime
-    return rest[0], int(rest[1]), int(rest[2]), int(rest[19])
-
-
-def _is_live(pid: int, starttime: int | None = None) -> bool:
-    """True if ``pid`` exists, is not a zombie and (if given) has the same start time."""
-    st = _proc_stat(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return False
-    return starttime is None or st[3] == starttime
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def process_tree(root_pid: int) -> dict[int, int]:
-    """Descendants of ``root_pid`` (not including it) as ``{pid: starttime}``."""
-    children: dict[int, list[tuple[int, int]]] = {}
-    for pid in _all_pids():
-        st = _proc_stat(pid)
-        if st is None:
-            continue
-        children.setdefault(st[1], []).append((pid, st[3]))
-    out: dict[int, int] = {}
-    todo = [root_pid]
-    while todo:
-        parent = todo.pop()
-        for pid, start in children.get(parent, ()):
-            if pid not in out and pid != root_pid:
-                out[pid] = start
-                todo.append(pid)
-    return out
-
-
-def _netns_inode(namespace: str) -> int:
-    path = NETNS_RUN_DIR / namespace
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        raise SshdError(
-            f"network namespace {namespace!r} does not exist ({path} missing): "
-            "create it before starting its sshd"
-        ) from None
-
-
-def _pid_netns_inode(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-
-
-def netns_pids(namespace: str) -> list[int]:
-    """Live (non-zombie) processes whose network namespace is ``namespace``."""
-    ino = _netns_inode(namespace)
-    me = os.getpid()
-    return [
-        pid
-        for pid in _all_pids()
-        if pid != me and _pid_netns_inode(pid) == ino and _is_live(pid)
-    ]
-
-
-def kill_netns_processes(namespace: str, grace: float = 3.0) -> list[int]:
-    """SIGTERM every process in ``namespace``, SIGKILL survivors after ``grace`` seconds.
-
-    Meant for lab teardown (a namespace is only really gone once no process holds it).
-    Returns the pids that were signalled.
-    """
-    targets = {pid: _proc_stat(pid) for pid in netns_pids(namespace)}
-    targets = {pid: st[3] for pid, st in targets.items() if st is not None}
-    for pid in targets:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_is_live(p, s) for p, s in targets.items()):
-        time.sleep(0.05)
-    for pid, start in targets.items():
-        if _is_live(pid, start):
-            log.warning("netns %s: pid %d ignored SIGTERM, sending SIGKILL", namespace, pid)
-            _signal(pid, signal.SIGKILL)
-    return sorted(targets)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _listening(pid: int, address: str, port: int) -> bool:
-    """Does the netns of ``pid`` have a TCP socket LISTENing on address:port (or a wildcard)?"""
-    want = ipaddress.ip_address(address)
-    files = ("tcp6",) if want.version == 6 else ("tcp",)
-    for fname in files:
-        try:
-            lines = Path(f"/proc/{pid}/net/{fname}").read_text().splitlines()[1:]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != "0A":  # 0A = TCP_LISTEN
-                continue
-            hexaddr, hexport = fields[1].split(":")
-            if int(hexport, 16) != port:
-                continue
-            raw = bytes.fromhex(hexaddr)
-            # /proc prints the address as host-endian 32-bit words
-            words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
-            if sys.byteorder == "little":
-                words = [w[::-1] for w in words]
-            got = ipaddress.ip_address(b"".join(words))
-            if got == want or got.is_unspecified:
-                return True
-    return False
 
 
 def ensure_privsep_dir(path: Path = PRIVSEP_DIR) -> None:
@@ -399,7 +257,10 @@ class SshdInstance:
         if self.running:
             return self
         self._check_prerequisites()
-        ns_ino = _netns_inode(self.namespace) if self.namespace is not None else None
+        if self.namespace is not None and not netns.namespace_exists(self.namespace):
+            raise SshdError(f"network namespace {self.namespace!r} does not exist "
+                            f"({netns.netns_path(self.namespace)} missing): create it before "
+                            "starting its sshd")
         ensure_privsep_dir()
         self.write_config()
         check = subprocess.run(
@@ -436,7 +297,7 @@ class SshdInstance:
             self._log_fh = None
             raise SshdError(f"{self.name}: cannot launch {argv[0]}: {e}") from e
         try:
-            self._wait_ready(ns_ino)
+            self._wait_ready()
         except BaseException:
             self.stop(grace=1.0)
             raise
@@ -451,7 +312,7 @@ class SshdInstance:
             f"sshd log {self.log_path}:\n{_tail(self.log_path)}"
         )
 
-    def _wait_ready(self, ns_ino: int | None) -> None:
+    def _wait_ready(self) -> None:
         assert self._proc is not None
         pid = self._proc.pid
         deadline = time.monotonic() + self.start_timeout
@@ -462,8 +323,8 @@ class SshdInstance:
             if rc is not None:
                 raise self._fail(f"exited with status {rc} during startup")
             if not listening:
-                in_ns = ns_ino is None or _pid_netns_inode(pid) == ns_ino
-                listening = in_ns and _listening(pid, self.address, self.port)
+                in_ns = self.namespace is None or netns.in_same_namespace(pid, self.namespace)
+                listening = in_ns and procs.listening(pid, self.address, self.port)
             if listening:
                 if not self.probe:
                     return
@@ -512,33 +373,24 @@ class SshdInstance:
 
     def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
         pid = proc.pid
-        tree = process_tree(pid)
-        direct = {p: s for p, s in tree.items() if (_proc_stat(p) or ("", -1))[1] == pid}
+        tree = procs.process_tree(pid)
+        direct = {p: s for p, s in tree.items() if (procs.proc_stat(p) or ("", -1))[1] == pid}
         # 1. connection processes first, while the listener is alive to reap them
         for p in direct:
-            _signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + max(grace / 2, 0.2)
-        while time.monotonic() < deadline and any(_is_live(p, s) for p, s in direct.items()):
-            time.sleep(0.02)
+            procs.send(p, signal.SIGTERM)
+        procs.wait_gone(direct, max(grace / 2, 0.2))
         # 2. the listener's own process group
-        _killpg(pid, signal.SIGTERM)
+        procs.send_group(pid, signal.SIGTERM)
         try:
             proc.wait(timeout=max(grace / 2, 0.2))
         except subprocess.TimeoutExpired:
             log.warning("sshd for %s ignored SIGTERM, sending SIGKILL", self.name)
-            _killpg(pid, signal.SIGKILL)
+            procs.send_group(pid, signal.SIGKILL)
             proc.wait(timeout=10)
         # 3. anything of the recorded tree still alive (sessions' children, stragglers)
-        left = {p: s for p, s in tree.items() if _is_live(p, s)}
+        left = [p for p, s in tree.items() if procs.is_running(p, s)]
         if left:
-            for p in left:
-                _signal(p, signal.SIGTERM)
-            deadline = time.monotonic() + max(grace / 2, 0.2)
-            while time.monotonic() < deadline and any(_is_live(p, s) for p, s in left.items()):
-                time.sleep(0.02)
-            for p, s in left.items():
-                if _is_live(p, s):
-                    _signal(p, signal.SIGKILL)
+            procs.stop_pids(left, term_grace_s=max(grace / 2, 0.2))
         log.info("sshd for %s stopped (status %s)", self.name, proc.returncode)
 
     def __enter__(self) -> "SshdInstance":

@@ -22,7 +22,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from testbed.lab import cleanup, cpu, names, shaping
+from testbed.lab import cleanup, cpu, names, netns, runs, shaping
 
 KVM_GET_API_VERSION = 0xAE00
 
@@ -152,11 +152,11 @@ def _probe_network() -> list[Capability]:
     ns = names.namespace_name(run_id, "probe")
     va, vb = names.interface_name(run_id, "pa"), names.interface_name(run_id, "pb")
     ifb = names.ifb_name(run_id, "p")
-    cleanup.register_run(run_id, kind="probe")
+    runs.register_run(run_id, kind="probe")
     owner = os.getpid()
     try:
         try:
-            cleanup.create_namespace(ns)
+            netns.create_namespace(ns)
             out.append(Capability("netns", True, "network namespaces (created and removed one)"))
         except Exception as e:
             out.append(_missing("netns", f"cannot create a namespace: {_err(e)}"))
@@ -241,7 +241,7 @@ def _probe_network() -> list[Capability]:
         try:
             from pyroute2.ethtool.ioctl import IoctlEthtool
 
-            with cleanup.in_namespace(ns):
+            with netns.in_namespace(ns):
                 eth = IoctlEthtool(va)
                 try:
                     feats = eth.get_features()

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from pyroute2 import IPRoute
 
-from testbed.lab import cleanup, names
+from testbed.lab import names, netns
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def create(run_id: str, hosts: Sequence[str]) -> list[ManagementLink]:
         for link in links:
             peer = names.interface_name(run_id, "n" + link.host)
             root.link("add", ifname=link.root_interface, kind="veth",
-                      peer={"ifname": peer, "net_ns_fd": cleanup.netns_path(link.namespace)})
+                      peer={"ifname": peer, "net_ns_fd": netns.netns_path(link.namespace)})
             index = root.link_lookup(ifname=link.root_interface)[0]
             root.addr("add", index=index, address=link.root_address, prefixlen=30)
             root.link("set", index=index, state="up")

@@ -63,7 +63,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from testbed.lab import capabilities as caps_mod
-from testbed.lab import cleanup, cpu, names, shaping
+from testbed.lab import cleanup, cpu, names, netns, runs, shaping
 from testbed.lab.plan import (
     RECORDED_SYSCTLS,
     SYSCTL_RE,
@@ -97,7 +97,7 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-in_namespace = cleanup.in_namespace
+in_namespace = netns.in_namespace
 
 
 def _sysctl_path(key: str) -> str:
@@ -189,9 +189,9 @@ def disable_offloads(ns: str, ifnames: Sequence[str]) -> dict[str, dict[str, Any
     else:
         failed = list(ifnames)
     for ifname in failed:
-        r = cleanup.run_in_namespace(ns, ["ethtool", "-K", ifname, "tso", "off", "gso", "off",
+        r = netns.run_in_namespace(ns, ["ethtool", "-K", ifname, "tso", "off", "gso", "off",
                                           "gro", "off"], timeout=10)
-        q = cleanup.run_in_namespace(ns, ["ethtool", "-k", ifname], timeout=10)
+        q = netns.run_in_namespace(ns, ["ethtool", "-k", ifname], timeout=10)
         text = q.stdout
         state = {}
         for short, long_ in (("tso", "tcp-segmentation-offload"),
@@ -358,12 +358,12 @@ class EmulatedLab(SigtermGuard):
                 raise LabError(
                     "a shared medium for several stations needs " + ", ".join(missing) + ": "
                     + "; ".join(f"{self._caps[c].fix}" for c in missing))
-        if cleanup.owned_namespaces(self.run_id):
+        if netns.owned_namespaces(self.run_id):
             raise LabError(
-                f"run id {self.run_id} is in use: {cleanup.owned_namespaces(self.run_id)}")
+                f"run id {self.run_id} is in use: {netns.owned_namespaces(self.run_id)}")
 
     def _register(self) -> None:
-        cleanup.register_run(self.run_id, kind="lab", extra={
+        runs.register_run(self.run_id, kind="lab", extra={
             "namespaces": [self.namespace(h.name) for h in self.plan.hosts]})
 
     def _ns_ipr(self, host: str) -> IPRoute:
@@ -381,7 +381,7 @@ class EmulatedLab(SigtermGuard):
 
     def _create_namespaces(self) -> None:
         for h in self.plan.hosts:
-            cleanup.create_namespace(self.namespace(h.name))
+            netns.create_namespace(self.namespace(h.name))
             ipr = self._ns_ipr(h.name)
             lo = ipr.link_lookup(ifname="lo")
             if lo:
@@ -394,7 +394,7 @@ class EmulatedLab(SigtermGuard):
             if h.name == router:
                 continue
             host_if, router_if = names.veth_names(self.run_id, h.name)
-            peer_ns = cleanup.netns_path(self.namespace(h.name))
+            peer_ns = netns.netns_path(self.namespace(h.name))
             ripr.link("add", ifname=router_if, kind="veth",
                       peer={"ifname": host_if, "net_ns_fd": peer_ns})
             ripr.link("set", index=ripr.link_lookup(ifname=router_if)[0], state="up")
@@ -559,12 +559,12 @@ class EmulatedLab(SigtermGuard):
     def popen(self, host: str, argv: Sequence[str], *, capped: bool = True,
               **kwargs: Any) -> subprocess.Popen:
         """Start ``argv`` inside ``host``'s namespace (and CPU cap, if any)."""
-        return cleanup.popen_in_namespace(
+        return netns.popen_in_namespace(
             self.namespace(host), argv, cgroup=self.cpu_group(host) if capped else None, **kwargs)
 
     def run(self, host: str, argv: Sequence[str], *, timeout: float = 30,
             **kwargs: Any) -> subprocess.CompletedProcess:
-        return cleanup.run_in_namespace(self.namespace(host), argv, timeout=timeout,
+        return netns.run_in_namespace(self.namespace(host), argv, timeout=timeout,
                                         cgroup=self.cpu_group(host), **kwargs)
 
 

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -45,17 +44,19 @@ from pyroute2 import IPRoute
 
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess, HostError
-from testbed.lab import cleanup, names
+from testbed.lab import names, netns, procs, runs
 from testbed.vm.build import VmImage
 from testbed.vm.cpio import CpioWriter
 
 log = logging.getLogger(__name__)
 
-RUN_DIR = Path(cleanup.RUN_RECORD_DIR)
+RUN_DIR = Path(runs.RUN_RECORD_DIR)
 MGMT_NET = ipaddress.ip_network("198.19.254.0/24")
 MGMT_TAG = "v0"
 VM_HOST = "ap"
 QEMU = "qemu-system-x86_64"
+QEMU_TERM_GRACE_S = 5.0
+"""``testbed clean``: how long a leftover QEMU gets to exit on SIGTERM before SIGKILL."""
 
 
 class VmError(RuntimeError):
@@ -140,41 +141,19 @@ def dropbear_ed25519_key(openssh_private: Path) -> tuple[bytes, str]:
     return blob, line
 
 
-def _proc_starttime(pid: int) -> int | None:
-    return cleanup._proc_starttime(pid)
-
-
-def _is_our_qemu(pid: int, run_id: str) -> bool:
+def _is_our_qemu(pid: int, run_id: str, starttime: int | None = None) -> bool:
+    """``pid`` is this run's QEMU: its command line names the run's pid file, or (a QEMU whose
+    main thread has exited shows an empty command line) it started when the record says."""
+    st = procs.proc_stat(pid)
+    if st is None:
+        return False
+    if starttime is not None and st[3] == starttime:
+        return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return any(b"qemu-system" in c for c in cmdline[:1]) and str(pid_file(run_id)).encode() in cmdline
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not cleanup._alive(pid):
-            return True
-        time.sleep(0.05)
-    return not cleanup._alive(pid)
-
-
-def _delete_link(name: str, namespace: str | None) -> bool:
-    try:
-        ipr = IPRoute(netns=namespace, flags=0) if namespace else IPRoute()
-    except Exception:
-        return False
-    with ipr:
-        found = ipr.link_lookup(ifname=name)
-        if found:
-            try:
-                ipr.link("del", index=found[0])
-                return True
-            except Exception as e:
-                log.debug("cannot delete %s in %s: %s", name, namespace or "root", e)
-    return False
 
 
 @dataclass
@@ -357,7 +336,7 @@ class AccessPointVm:
                 if nic.namespace is None:
                     continue
                 idx = ipr.link_lookup(ifname=g.tap)[0]
-                ipr.link("set", index=idx, net_ns_fd=cleanup.netns_path(nic.namespace))
+                ipr.link("set", index=idx, net_ns_fd=netns.netns_path(nic.namespace))
                 self._taps = [(t, nic.namespace if t == g.tap else n) for t, n in self._taps]
         self._write_record()
         for nic in self.nics:
@@ -375,7 +354,7 @@ class AccessPointVm:
             argv = ["ethtool", "-K", g.tap, "tso", "off", "gso", "off", "gro", "off"]
             try:
                 if nic.namespace:
-                    cleanup.run_in_namespace(nic.namespace, argv, timeout=10)
+                    netns.run_in_namespace(nic.namespace, argv, timeout=10)
                 else:
                     subprocess.run(argv, capture_output=True, timeout=10)
             except FileNotFoundError:
@@ -453,9 +432,9 @@ class AccessPointVm:
         rec = {
             "run_id": self.run_id,
             "owner_pid": me,
-            "owner_starttime": _proc_starttime(me),
+            "owner_starttime": procs.starttime(me),
             "qemu_pid": self.pid,
-            "qemu_starttime": _proc_starttime(self.pid) if self.pid else None,
+            "qemu_starttime": procs.starttime(self.pid) if self.pid else None,
             "taps": [[t, ns] for t, ns in self._taps],
             "workdir": str(self.workdir),
             "created": time.time(),
@@ -487,9 +466,9 @@ class AccessPointVm:
                     self._proc.wait(timeout=5)
             self._proc = None
         for tap, ns in self._taps:
-            if ns and not cleanup.namespace_exists(ns):
+            if ns and not netns.namespace_exists(ns):
                 continue
-            _delete_link(tap, ns)
+            netns.delete_link(ns, tap)
         self._taps = []
         for p in (pid_file(self.run_id), record_file(self.run_id)):
             try:
@@ -503,7 +482,7 @@ class AccessPointVm:
 
 def leftover_vms() -> list[str]:
     """Run ids with a VM pid file or record in /run/testbed."""
-    runs = set()
+    found = set()
     try:
         entries = os.listdir(RUN_DIR)
     except OSError:
@@ -513,8 +492,8 @@ def leftover_vms() -> list[str]:
             if e.startswith("vm-") and e.endswith(suffix):
                 run = e[3:-len(suffix)]
                 if names.RUN_ID_RE.match(run):
-                    runs.add(run)
-    return sorted(runs)
+                    found.add(run)
+    return sorted(found)
 
 
 def _read_record(run_id: str) -> dict[str, Any]:
@@ -526,11 +505,13 @@ def _read_record(run_id: str) -> dict[str, Any]:
 
 def _owner_alive(rec: dict[str, Any]) -> bool:
     pid = rec.get("owner_pid")
-    return bool(pid) and _proc_starttime(int(pid)) == rec.get("owner_starttime")
+    return bool(pid) and procs.starttime(int(pid)) == rec.get("owner_starttime")
 
 
 def stop_leftover(run_id: str, *, dry_run: bool = False) -> list[str]:
-    """Stop run ``run_id``'s QEMU (verified by its command line), delete its taps and records."""
+    """Stop run ``run_id``'s QEMU (verified by its command line or recorded start time), wait
+    until it has exited (bounded: :func:`testbed.lab.procs.stop_pids`), delete its taps and
+    records."""
     done: list[str] = []
     rec = _read_record(run_id)
     pids = set()
@@ -540,24 +521,18 @@ def stop_leftover(run_id: str, *, dry_run: bool = False) -> list[str]:
         pass
     if rec.get("qemu_pid"):
         pids.add(int(rec["qemu_pid"]))
-    for pid in sorted(pids):
-        if not _is_our_qemu(pid, run_id):
-            continue
+    ours = [pid for pid in sorted(pids) if _is_our_qemu(pid, run_id, rec.get("qemu_starttime"))]
+    for pid in ours:
         done.append(f"stop VM of run {run_id} (qemu pid {pid})")
-        if dry_run:
-            continue
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        if not _wait_gone(pid, 5):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5)
+    if ours and not dry_run:
+        stopped = procs.stop_pids(ours, term_grace_s=QEMU_TERM_GRACE_S)
+        done += [f"qemu pid {pid} STILL RUNNING" for pid, line in zip(ours, stopped)
+                 if line.endswith("STILL RUNNING")]
     for tap, ns in rec.get("taps", []):
-        if ns and not cleanup.namespace_exists(ns):
+        if ns and not netns.namespace_exists(ns):
             continue
         if not dry_run:
-            if _delete_link(tap, ns):
+            if netns.delete_link(ns, tap):
                 done.append(f"delete tap {tap} in {ns or 'root namespace'}")
         else:
             done.append(f"delete tap {tap} in {ns or 'root namespace'} (if present)")

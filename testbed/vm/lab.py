@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 from pyroute2 import IPRoute
 
-from testbed.lab import cleanup, cpu, names
+from testbed.lab import cleanup, cpu, names, netns, procs, runs
 from testbed.lab import shaping as lab_shaping
 from testbed.lab.plan import (
     RECORDED_SYSCTLS,
@@ -94,15 +94,6 @@ NETEM_ONLY_NOTE = ("WiFi without radios (hwsim: false): the medium is netem only
 
 def _bits(rate_mbit: float) -> str:
     return f"{int(round(rate_mbit * 1e6))}bit"
-
-
-def _qemu_cpu_s(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- shaping in the VM
@@ -352,11 +343,11 @@ class VmLab(SigtermGuard):
     def up(self) -> LabState:
         if os.geteuid() != 0:
             raise LabError("the emulated lab needs root (network namespaces, taps, qdiscs)")
-        if cleanup.owned_namespaces(self.run_id):
-            raise LabError(f"run id {self.run_id} is in use: {cleanup.owned_namespaces(self.run_id)}")
+        if netns.owned_namespaces(self.run_id):
+            raise LabError(f"run id {self.run_id} is in use: {netns.owned_namespaces(self.run_id)}")
         self._owner_pid = os.getpid()
         self._claimed = True
-        cleanup.register_run(self.run_id, kind="vm-lab", extra={
+        runs.register_run(self.run_id, kind="vm-lab", extra={
             "namespaces": [self.namespace(h) for h in self.hosts],
             "private_paths": [str(self.workdir / s) for s in VM_SECRETS]})
         if self.image is None:
@@ -416,7 +407,7 @@ class VmLab(SigtermGuard):
             if h.name == self.plan.router.name:
                 continue
             ns = self.namespace(h.name)
-            cleanup.create_namespace(ns)
+            netns.create_namespace(ns)
             with IPRoute(netns=ns, flags=0) as ipr:
                 lo = ipr.link_lookup(ifname="lo")
                 if lo:
@@ -570,7 +561,7 @@ class VmLab(SigtermGuard):
         out: dict[str, Any] = {"host_loadavg": list(os.getloadavg())}
         if self.vm is None or self.vm.pid is None:
             return out
-        now, cpu_s = time.monotonic(), _qemu_cpu_s(self.vm.pid)
+        now, cpu_s = time.monotonic(), procs.cpu_seconds(self.vm.pid)
         if cpu_s is not None:
             out["qemu_cpu_s"] = round(cpu_s, 2)
             if self._last_cpu is not None:
@@ -606,7 +597,7 @@ class VmLab(SigtermGuard):
                 w = csv.writer(fh)
                 w.writerow(["t_s", "qemu_cpu_s", "load1", "wall"])
                 while not self._stop_sampling.is_set():
-                    c = _qemu_cpu_s(pid)
+                    c = procs.cpu_seconds(pid)
                     if c is None:
                         break
                     w.writerow([round(time.monotonic() - t0, 2), round(c, 2),

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterator
 
-from testbed.lab import cleanup, names
+from testbed.lab import cleanup, names, netns, runs
 from testbed.vm.boot import AccessPointVm, VmNic
 from testbed.vm.build import VmImage
 
@@ -31,12 +31,12 @@ def vm_pair(image: VmImage, run_id: str, workdir: Path, *,
             boot_timeout_s: float = 180.0) -> Iterator[AccessPointVm]:
     """Namespaces ``tb-<run>-md`` / ``tb-<run>-es`` and the AP VM between them."""
     made: list[str] = []
-    cleanup.register_run(run_id, kind="vm-pair")  # protects the namespaces from `testbed clean`
+    runs.register_run(run_id, kind="vm-pair")  # protects the namespaces from `testbed clean`
     try:
         nics = []
         for host, (host_addr, vm_addr) in SIDES.items():
             ns = names.namespace_name(run_id, host)
-            cleanup.create_namespace(ns)
+            netns.create_namespace(ns)
             made.append(ns)
             nics.append(VmNic(host, ns, host_addr, vm_addr))
         with AccessPointVm(image, run_id, nics, Path(workdir), progress=progress,

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from testbed.lab import cleanup
+from testbed.lab import netns
 
 TC = "/usr/sbin/tc"
 ETHTOOL = "/usr/sbin/ethtool"
@@ -149,13 +149,13 @@ def floors(size: int, rate_mbit: float, rtt_s: float) -> tuple[float, float]:
 def transfer_times(client_ns: str, server_ns: str, server_addr: str, size: int, count: int,
                    gap_s: float, port: int = 5600) -> list[float]:
     """Round-trip times of ``count`` one-message transfers (benchmarks/message_probe.py)."""
-    server = cleanup.popen_in_namespace(
+    server = netns.popen_in_namespace(
         server_ns, [sys.executable, str(PROBE), "server", server_addr, str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         time.sleep(0.2)
-        out = cleanup.run_in_namespace(
+        out = netns.run_in_namespace(
             client_ns, [sys.executable, str(PROBE), "client", server_addr, str(port), str(size),
                         str(count), str(gap_s)],
             timeout=30 + count * (gap_s + 5),
@@ -171,12 +171,12 @@ def transfer_times(client_ns: str, server_ns: str, server_addr: str, size: int, 
 def tcp_goodput_mbit(client_ns: str, server_ns: str, server_addr: str, seconds: float = 4.0,
                      port: int = 5601) -> float:
     """iperf3 TCP goodput from ``client_ns`` to ``server_ns`` (Mbit/s, receiver side)."""
-    server = cleanup.popen_in_namespace(
+    server = netns.popen_in_namespace(
         server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.3)
-        out = cleanup.run_in_namespace(
+        out = netns.run_in_namespace(
             client_ns, ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J"],
             timeout=seconds + 30)
         if out.returncode != 0:
