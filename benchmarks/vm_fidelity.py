@@ -41,7 +41,7 @@ from testbed.vm import shaping
 from testbed.vm.build import VmImage, build_image
 from testbed.vm.lab import VmLab
 from testbed.vm.pair import es_address, vm_pair
-from testbed.wifi import WifiSettings
+from testbed.wifi_settings import WifiSettings
 
 UNSHAPED = shaping.Netem(rate_mbit=10_000)
 

@@ -261,10 +261,10 @@ def cmd_run(args) -> int:
         lab_errors: tuple[type[BaseException], ...] = ()
     else:  # a real lab: the inventory's hosts over SSH, the link brought up by the testbed
         from testbed.hosts.remote import HostError
-        from testbed.realhosts import InventoryError, LabError, RealHosts
+        from testbed.realhosts import InventoryError, RealHosts, RealLabError
 
         host_set = lambda: RealHosts(scenario, out, run_id)  # noqa: E731
-        lab_errors = (InventoryError, LabError, HostError)
+        lab_errors = (InventoryError, RealLabError, HostError)
     stage, hosts = "pre-flight", None
     try:
         try:

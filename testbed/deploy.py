@@ -32,9 +32,11 @@ from typing import Sequence
 
 from testbed import __version__
 from testbed.hosts.remote import Host, HostError
-from testbed.inventory import InventoryError, Node, access_for
+from testbed.inventory import InventoryError, access_for
+from testbed.lab_section import LabHost
 from testbed.labcheck import FAIL, OK, Check
-from testbed.scenario import LabHost, Scenario
+from testbed.realnode import Node
+from testbed.scenario import Scenario
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from typing import Sequence
 
 from testbed import __version__
 from testbed.hosts.remote import Host, HostError
-from testbed.inventory import (Node, access_for, check_local, interfaces_needed, needs_root,
-                               tools_needed)
-from testbed.scenario import LabHost, Scenario
+from testbed.inventory import access_for, check_local, interfaces_needed, needs_root, tools_needed
+from testbed.lab_section import LabHost
+from testbed.realnode import Node
+from testbed.scenario import Scenario
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 

@@ -8,8 +8,8 @@ host allows it (and record them), and bring the link up:
 
 * ``wired``: nothing to start; a host's lab address is the IPv4 address of its
   ``interfaces.lab`` (or ``data``), or its SSH address if it names none;
-* ``wifi``: hostapd on the AP, wpa_supplicant on the stations, addresses (``testbed.wifi``);
-* ``lte``: srsepc + srsenb on the eNB, srsue on the UEs, attach, routes (``testbed.lte``).
+* ``wifi``: hostapd on the AP, wpa_supplicant on the stations, addresses (``testbed.wifi_link``);
+* ``lte``: srsepc + srsenb on the eNB, srsue on the UEs, attach, routes (``testbed.lte_link``).
 
 Teardown runs in reverse order on success, error and Ctrl-C (an ``ExitStack``): programs
 stopped, addresses, routes and sysctls restored, generated files (with their secrets) removed.
@@ -36,16 +36,18 @@ from typing import Any
 
 from testbed.hosts.remote import Host, HostError
 from testbed.hostset import HostSet
-from testbed.inventory import (InventoryError, LabError, Node, access_for, call_all,
-                               data_interface, require_local, set_sysctl)
+from testbed.inventory import InventoryError, access_for, data_interface, require_local
+from testbed.lte_link import LteLink
+from testbed.realnode import Node, RealLabError, call_all, set_sysctl
 from testbed.scenario import Scenario
+from testbed.wifi_link import WifiLink
 
 log = logging.getLogger(__name__)
 
 PROBE_PORT = 5301
 PROBE_SECONDS = 1.0
 
-__all__ = ["RealHosts", "WiredLink", "probe_link", "InventoryError", "LabError"]
+__all__ = ["RealHosts", "WiredLink", "probe_link", "InventoryError", "RealLabError"]
 
 
 class WiredLink:
@@ -69,7 +71,7 @@ class WiredLink:
                 continue
             found = node.ipv4(ifname)
             if not found:
-                raise LabError(f"{name}: interface {ifname} (interfaces.lab) has no IPv4 address")
+                raise RealLabError(f"{name}: interface {ifname} (interfaces.lab) has no IPv4 address")
             self._addresses[name] = found[0].split("/")[0]
             self._source[name] = f"{ifname} {found[0]}"
 
@@ -86,19 +88,7 @@ class WiredLink:
         return {"kind": "wired", "addresses": dict(self._addresses), "from": dict(self._source)}
 
 
-LINKS = {"wired": WiredLink}
-
-
-def _link_class(kind: str):
-    if kind == "wifi":
-        from testbed.wifi import WifiLink
-
-        return WifiLink
-    if kind == "lte":
-        from testbed.lte import LteLink
-
-        return LteLink
-    return LINKS[kind]
+LINKS = {"wired": WiredLink, "wifi": WifiLink, "lte": LteLink}
 
 
 # --------------------------------------------------------------------------- link probe
@@ -248,7 +238,7 @@ class RealHosts(HostSet):
         self._stack.callback(self._remove_workdirs)
         self._write_launchers()
         self._set_tcp_sysctls()
-        cls = _link_class(self.scenario.link.kind)
+        cls = LINKS[self.scenario.link.kind]
         self.link = cls(self.scenario, self.nodes, self.workdir, self.run_dir, self.run_id)
         self._stack.callback(self._link_down)
         self.link.up()
@@ -284,7 +274,7 @@ class RealHosts(HostSet):
                     record[key] = {"value": value, "was": before}
                     for cb in undo:
                         self._stack.callback(cb)
-                except LabError as exc:
+                except RealLabError as exc:
                     now = node.run(["sysctl", "-n", key], timeout=10, check=False).stdout.strip()
                     record[key] = {"value": now or None, "wanted": value, "error": str(exc)}
                     log.warning("%s", exc)
@@ -341,7 +331,7 @@ class RealHosts(HostSet):
         }
         try:
             radio = self.link.radio_state()
-        except (HostError, LabError) as exc:
+        except (HostError, RealLabError) as exc:
             radio = {"error": str(exc)}
         if radio:
             out["radio"] = radio

@@ -18,19 +18,14 @@ that validates the scenario) and ``torch_threads`` (default: the cpu share round
 rate asked of iperf3, shared equally by the ``ext`` hosts; ``uplink`` sends it ext -> es,
 ``downlink`` es -> ext.
 
-In a real lab (``lab: {hosts: [...]}``) the inventory replaces ``hosts``; key and known_hosts files
-need not exist when a scenario is validated (``lab check`` checks them on the machine that runs
-it); ``~`` in paths is left for the SSH layer to expand. A host must pin its SSH host key
-(``known_hosts`` file or ``host_key`` line): the testbed never trusts an unknown key. A real WiFi
-or LTE lab may add ``lab.radio`` (SSID, channel, country code...; PLMN, EARFCN, PRBs, SDR driver...)
-and a host its own ``radio`` (LTE: SDR device name and arguments) and ``tools`` (program paths);
-``testbed.inventory`` checks them (``testbed.wifi``, ``testbed.lte`` say what each key means).
+In a real lab (``lab: {hosts: [...]}``) the inventory replaces ``hosts``: ``testbed.lab_section``
+checks it, with the lab's WiFi or LTE settings (``lab.radio``). Every check reports through one
+``testbed.checks.Checker``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import logging
 import math
@@ -38,26 +33,29 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from testbed import presets
+from testbed.checks import BAD, Checker, Problem, describe, join, ok, suggest
 from testbed.configs import COMPRESSIONS, TABLE5_NAMES, Configuration, table5
 from testbed.lab import names
+from testbed.lab_section import Lab, LabHost, parse_lab
 from testbed.models import catalog
 from testbed.presets import LinkSpec, TcpSettings
+from testbed.roles import HOST_ROLES, check_roles
 
 log = logging.getLogger(__name__)
 
 LAB_SUBNET = ipaddress.ip_network("198.18.0.0/15")
 """RFC 2544 benchmarking range: every emulated host address lives here."""
 
-ROLES = ("md", "es", "ap", "enb", "ue", "ext")
 BACKENDS = ("namespace", "vm", "auto")
 """Where an emulated AP/eNB runs and shapes (``Host.backend``)."""
 DIRECTIONS = ("uplink", "downlink")
-TOOLS = ("iperf3",)
+LOAD_TOOLS = ("iperf3",)
+"""Programs that make the competing load (``sweep.tool``)."""
 DEFAULT_MODEL = "densenet201"
 DEFAULT_N_CH = 12
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -71,31 +69,10 @@ HOST_NAME = (
     "a host name of 1-5 lowercase letters and digits, starting with a letter "
     "(it becomes part of namespace and interface names)"
 )
-LAB_HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-LAB_HOST_NAME = "a lowercase name of at most 32 letters, digits, '_' or '-', starting with a letter"
-IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
 CC_RE = re.compile(r"^[a-z0-9_]+$")
-HOST_KEY_RE = re.compile(
-    r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)\s+[A-Za-z0-9+/=]+"
-)
 
 
 # --------------------------------------------------------------------------- problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong (or doubtful, for a warning) with a scenario."""
-
-    source: str
-    path: str
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        if self.path:
-            return f"{self.source}: {self.path}: {self.message}"
-        return f"{self.source}: {self.message}"
 
 
 class ScenarioError(ValueError):
@@ -133,44 +110,6 @@ class Host:
     station to hostapd over mac80211_hwsim radios in the VM (WPA2, ``testbed.vm.radio``);
     ``false`` shapes with netem only, without 802.11. Ignored (and recorded so) when the AP is a
     namespace."""
-
-
-@dataclass(frozen=True)
-class LabHost:
-    """A real host of a lab inventory, reached over SSH."""
-
-    name: str
-    role: str
-    address: str
-    user: str
-    port: int = 22
-    key_file: str | None = None
-    """Private key; ``None``: the SSH agent or the user's default keys."""
-    known_hosts: str | None = None
-    host_key: str | None = None
-    """One public-key line (``ssh-ed25519 AAAA...``) pinning the host's key."""
-    python: str = "python3"
-    testbed_path: str | None = None
-    """Checkout of this project on the host; ``None``: ``testbed`` is installed for ``python``."""
-    interfaces: dict[str, str] = field(default_factory=dict, hash=False)
-    """Logical name (e.g. ``wlan``, ``lab``) -> interface name on the host."""
-    sudo: bool = False
-    torch_threads: int | None = None
-    """``None``: torch's own default on that host."""
-    radio: dict[str, Any] = field(default_factory=dict, hash=False)
-    """LTE radio of this host (``device_name``, ``device_args``, gains): see ``testbed.lte``."""
-    tools: dict[str, str] = field(default_factory=dict, hash=False)
-    """Tool name (``hostapd``, ``srsenb``...) -> path on the host; default: found on its PATH."""
-
-
-@dataclass(frozen=True)
-class Lab:
-    kind: str = "emulated"
-    """``emulated`` (namespaces on this machine) or ``real`` (the inventory in ``hosts``)."""
-    hosts: tuple[LabHost, ...] = ()
-    radio: Any = None
-    """Real WiFi or LTE lab: ``testbed.wifi.WifiSettings`` or ``testbed.lte.LteSettings``
-    (defaults filled in); ``None`` otherwise. Checked by ``testbed.inventory.parse_radio``."""
 
 
 @dataclass(frozen=True)
@@ -244,178 +183,6 @@ class Scenario:
 # --------------------------------------------------------------------------- checking helpers
 
 
-class _Bad:
-    """Marks a value that failed its check (its problem is already recorded)."""
-
-    def __repr__(self) -> str:
-        return "<bad>"
-
-
-BAD: Any = _Bad()
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a number ({value:g})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-        self.problems: list[Problem] = []
-        self.warnings: list[Problem] = []
-
-    def error(self, path: str, message: str) -> Any:
-        self.problems.append(Problem(self.source, path, message))
-        return BAD
-
-    def warn(self, path: str, message: str) -> None:
-        self.warnings.append(Problem(self.source, path, message, "warning"))
-
-    # ---- scalar checks: return the value, or BAD after recording a problem
-
-    def number(
-        self,
-        value: Any,
-        path: str,
-        *,
-        minimum: float | None = None,
-        above: float | None = None,
-        maximum: float | None = None,
-        below: float | None = None,
-    ) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = ""
-            if isinstance(value, str):
-                try:
-                    float(value)
-                    hint = " (YAML 1.1 reads exponents without a dot as text: write 1.0e3)"
-                except ValueError:
-                    pass
-            return self.error(path, f"expected a number, got {_describe(value)}{hint}")
-        if not math.isfinite(value):
-            return self.error(path, f"expected a finite number, got {value}")
-        if minimum is not None and value < minimum:
-            return self.error(path, f"expected a number >= {minimum:g}, got {value:g}")
-        if above is not None and value <= above:
-            return self.error(path, f"expected a number > {above:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            return self.error(path, f"expected a number <= {maximum:g}, got {value:g}")
-        if below is not None and value >= below:
-            return self.error(path, f"expected a number < {below:g}, got {value:g}")
-        return float(value)
-
-    def integer(
-        self, value: Any, path: str, *, minimum: int | None = None, maximum: int | None = None
-    ) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return self.error(path, f"expected an integer, got {_describe(value)}")
-        if minimum is not None and value < minimum:
-            return self.error(path, f"expected an integer >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            return self.error(path, f"expected an integer <= {maximum}, got {value}")
-        return value
-
-    def boolean(self, value: Any, path: str) -> Any:
-        if not isinstance(value, bool):
-            return self.error(path, f"expected true or false, got {_describe(value)}")
-        return value
-
-    def string(
-        self,
-        value: Any,
-        path: str,
-        *,
-        choices: tuple[str, ...] | None = None,
-        pattern: re.Pattern[str] | None = None,
-        what: str = "",
-    ) -> Any:
-        if not isinstance(value, str):
-            return self.error(path, f"expected a string, got {_describe(value)}")
-        if choices is not None and value not in choices:
-            return self.error(
-                path,
-                f"expected one of {', '.join(choices)}, got {value!r}{_suggest(value, choices)}",
-            )
-        if not value:
-            return self.error(path, "expected a non-empty string, got ''")
-        if pattern is not None and not pattern.match(value):
-            return self.error(path, f"expected {what or pattern.pattern}, got {value!r}")
-        return value
-
-    def mapping(
-        self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> dict[str, Any] | None:
-        """The mapping with unknown keys reported (and dropped); ``None`` if not a mapping."""
-        if not isinstance(value, dict):
-            self.error(path, f"expected a mapping, got {_describe(value)}")
-            return None
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or key not in allowed:
-                hint = _suggest(key, allowed) or f"; expected one of {', '.join(allowed)}"
-                self.error(_join(path, str(key)), f"unknown key {key!r}{hint}")
-                continue
-            out[key] = item
-        for key in required:
-            if out.get(key) is None:
-                self.error(_join(path, key), "required key is missing (or null)")
-        return out
-
-    def sequence(self, value: Any, path: str, *, nonempty: bool = True) -> list[Any] | None:
-        if not isinstance(value, list):
-            self.error(path, f"expected a list, got {_describe(value)}")
-            return None
-        if nonempty and not value:
-            self.error(path, "expected a non-empty list, got an empty one")
-            return None
-        return value
-
-    def optional(self, check: Callable[..., Any], value: Any, path: str, **kw: Any) -> Any:
-        return None if value is None else check(value, path, **kw)
-
-    def get(
-        self,
-        data: dict[str, Any],
-        key: str,
-        path: str,
-        check: Callable[..., Any],
-        default: Any = None,
-        **kw: Any,
-    ) -> Any:
-        """``data[key]`` checked at ``path.key``, or ``default`` when absent or null."""
-        value = data.get(key)
-        return default if value is None else check(value, _join(path, key), **kw)
-
-
-def _ok(*values: Any) -> bool:
-    return not any(v is BAD for v in values)
-
-
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -445,14 +212,12 @@ TOP_KEYS = (
 LINK_KEYS = ("kind", "preset", *presets.SHAPING_FIELDS, "tcp")
 TCP_KEYS = tuple(f.name for f in dataclasses.fields(TcpSettings))
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
-LAB_KEYS = ("hosts", "radio")
-LAB_HOST_KEYS = tuple(f.name for f in dataclasses.fields(LabHost))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
 LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(Limits))
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Configuration))
 
 
-def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
+def _parse_link(ck: Checker, raw: Any) -> LinkSpec | None:
     data = ck.mapping(raw, "link", LINK_KEYS, required=("kind",))
     if data is None:
         return None
@@ -487,7 +252,7 @@ def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
                 pattern=CC_RE,
                 what="a kernel congestion control name such as cubic, reno or bbr",
             )
-            if _ok(ssai, cc):
+            if ok(ssai, cc):
                 default = TcpSettings()
                 tcp = TcpSettings(
                     slow_start_after_idle=default.slow_start_after_idle if ssai is None else ssai,
@@ -495,7 +260,7 @@ def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
                 )
             else:
                 tcp = BAD
-    if not _ok(kind, preset, tcp, *section.values()):
+    if not ok(kind, preset, tcp, *section.values()):
         return None
     try:
         return presets.resolve_link({"kind": kind, "preset": preset, "tcp": tcp, **section})
@@ -505,7 +270,7 @@ def _parse_link(ck: _Checker, raw: Any) -> LinkSpec | None:
         return None
 
 
-def _parse_sweep(ck: _Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
+def _parse_sweep(ck: Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
     if raw is None:
         return Sweep()
     data = ck.mapping(raw, "sweep", SWEEP_KEYS)
@@ -521,7 +286,7 @@ def _parse_sweep(ck: _Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
             parsed = []
             seen: dict[float, int] = {}
             for i, v in enumerate(items):
-                p = _join("sweep.loads_mbit", i)
+                p = join("sweep.loads_mbit", i)
                 x = ck.number(v, p, minimum=0)
                 if x is not BAD and x in seen:
                     x = ck.error(p, f"duplicate load {x:g} (also sweep.loads_mbit[{seen[x]}])")
@@ -534,8 +299,8 @@ def _parse_sweep(ck: _Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
                             f"({link.capacity_mbit:g} Mbit/s, {link.preset}): the medium saturates",
                         )
                 parsed.append(x)
-            loads = tuple(parsed) if _ok(*parsed) else BAD
-    tool = ck.get(data, "tool", "sweep", ck.string, d.tool, choices=TOOLS)
+            loads = tuple(parsed) if ok(*parsed) else BAD
+    tool = ck.get(data, "tool", "sweep", ck.string, d.tool, choices=LOAD_TOOLS)
     direction = ck.get(data, "direction", "sweep", ck.string, d.direction, choices=DIRECTIONS)
     settle = ck.get(data, "settle_s", "sweep", ck.number, d.settle_s, minimum=0)
     reps = ck.get(data, "repetitions", "sweep", ck.integer, d.repetitions, minimum=1)
@@ -547,13 +312,13 @@ def _parse_sweep(ck: _Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
             "sweep.packet_bytes",
             f"{packet} bytes of UDP payload do not fit a 1500-byte IPv4 packet: IP fragments",
         )
-    if not _ok(loads, tool, direction, settle, reps, packet):
+    if not ok(loads, tool, direction, settle, reps, packet):
         return None
     return Sweep(loads, tool, direction, settle, reps, packet)
 
 
 def _parse_configurations(
-    ck: _Checker, raw: Any, model: Any, n_ch: Any
+    ck: Checker, raw: Any, model: Any, n_ch: Any
 ) -> tuple[Configuration, ...] | None:
     items = ck.sequence(raw, "configurations")
     if items is None:
@@ -563,14 +328,14 @@ def _parse_configurations(
     out: list[Configuration | None] = []
     names: dict[str, int] = {}
     for i, item in enumerate(items):
-        path = _join("configurations", i)
+        path = join("configurations", i)
         config: Configuration | None = None
         if isinstance(item, str):
             if item not in TABLE5_NAMES:
                 ck.error(
                     path,
                     f"expected a Table-5 configuration ({', '.join(TABLE5_NAMES)}) or a mapping, "
-                    f"got {item!r}{_suggest(item, TABLE5_NAMES)}",
+                    f"got {item!r}{suggest(item, TABLE5_NAMES)}",
                 )
             elif presets_ok:
                 config = built[item]
@@ -583,12 +348,12 @@ def _parse_configurations(
             config = _parse_configuration(ck, item, path, model)
         else:
             ck.error(
-                path, f"expected a Table-5 configuration name or a mapping, got {_describe(item)}"
+                path, f"expected a Table-5 configuration name or a mapping, got {describe(item)}"
             )
         if config is not None:
             if config.name in names:
                 ck.error(
-                    _join(path, "name") if isinstance(item, dict) else path,
+                    join(path, "name") if isinstance(item, dict) else path,
                     f"duplicate configuration name {config.name!r} "
                     f"(also configurations[{names[config.name]}])",
                 )
@@ -601,13 +366,13 @@ def _parse_configurations(
     return tuple(c for c in out if c is not None)
 
 
-def _parse_configuration(ck: _Checker, item: dict, path: str, model: Any) -> Configuration | None:
+def _parse_configuration(ck: Checker, item: dict, path: str, model: Any) -> Configuration | None:
     data = ck.mapping(item, path, CONFIG_KEYS, required=("name", "mode"))
     if data is None:
         return None
     n0 = len(ck.problems)
     values: dict[str, Any] = {}
-    p = lambda k: _join(path, k)  # noqa: E731
+    p = lambda k: join(path, k)  # noqa: E731
     if data.get("name") is not None:
         values["name"] = ck.get(data, "name", path, ck.string, pattern=NAME_RE, what=NAME)
     for key in ("mode", "kind", "compression"):
@@ -623,7 +388,7 @@ def _parse_configuration(ck: _Checker, item: dict, path: str, model: Any) -> Con
         split = data["split"]
         if isinstance(split, bool) or not isinstance(split, (int, str)):
             values["split"] = ck.error(
-                p("split"), f"expected a split point name or 1-based index, got {_describe(split)}"
+                p("split"), f"expected a split point name or 1-based index, got {describe(split)}"
             )
         else:
             values["split"] = split
@@ -646,7 +411,7 @@ def _parse_configuration(ck: _Checker, item: dict, path: str, model: Any) -> Con
         if sep and key in CONFIG_KEYS:
             value = getattr(config, key)
             if isinstance(value, str) and ("expected one of" in message or key == "split"):
-                message += _suggest(value, _choices(config, key))
+                message += suggest(value, _choices(config, key))
             ck.error(p(key), message)
         else:
             ck.error(path, problem)
@@ -672,44 +437,8 @@ def _choices(config: Configuration, key: str) -> tuple[str, ...]:
     return ()
 
 
-def _check_roles(
-    ck: _Checker,
-    hosts: list[tuple[str, str | None]],
-    path: str,
-    kind: str | None,
-    loads: Any,
-    real: bool,
-) -> None:
-    """Exactly one md, es and ap (wifi, wired) or enb (lte); ext hosts when any load > 0."""
-    if kind is None:
-        return
-    station = "enb" if kind == "lte" else "ap"
-    other = "ap" if kind == "lte" else "enb"
-    for i, (_, role) in enumerate(hosts):
-        rp = _join(_join(path, i), "role")
-        if role == other:
-            ck.error(rp, f"role {other!r} does not belong on a {kind} link (use {station!r})")
-        elif role == "ue" and not (real and kind == "lte"):
-            ck.error(
-                rp,
-                "role 'ue' is only for a real LTE lab (emulated MD and ext nodes are the UEs)"
-                if kind == "lte"
-                else f"role 'ue' does not belong on a {kind} link",
-            )
-    for role in ("md", "es", station):
-        n = sum(1 for _, r in hosts if r == role)
-        if n != 1:
-            ck.error(path, f"expected exactly one host with role {role!r} ({kind} link), found {n}")
-    loaded = isinstance(loads, tuple) and any(x > 0 for x in loads)
-    if loaded and not any(r == "ext" for _, r in hosts):
-        ck.error(
-            path,
-            "expected at least one host with role 'ext': sweep.loads_mbit asks for competing load",
-        )
-
-
 def _parse_hosts(
-    ck: _Checker, raw: Any, kind: str | None, loads: Any, cores: int
+    ck: Checker, raw: Any, kind: str | None, loads: Any, cores: int
 ) -> tuple[Host, ...] | None:
     if raw is None:
         station = "enb" if kind == "lte" else "ap"
@@ -727,7 +456,7 @@ def _parse_hosts(
     addresses: dict[str, int] = {}
     roles: list[tuple[str, str | None]] = []
     for i, item in enumerate(items):
-        path = _join("hosts", i)
+        path = join("hosts", i)
         data = ck.mapping(item, path, HOST_KEYS, required=("name", "role"))
         if data is None:
             out.append(None)
@@ -737,19 +466,19 @@ def _parse_hosts(
         if name is not BAD:
             if name in names:
                 name = ck.error(
-                    _join(path, "name"), f"duplicate host name {name!r} (also hosts[{names[name]}])"
+                    join(path, "name"), f"duplicate host name {name!r} (also hosts[{names[name]}])"
                 )
             else:
                 names[name] = i
-        role = ck.get(data, "role", path, ck.string, BAD, choices=ROLES)
+        role = ck.get(data, "role", path, ck.string, BAD, choices=HOST_ROLES)
         roles.append((str(name), role if role is not BAD else None))
         address = None
         if data.get("address") is not None:
-            address = _lab_address(ck, data["address"], _join(path, "address"))
+            address = _lab_address(ck, data["address"], join(path, "address"))
             if address is not BAD:
                 if address in addresses:
                     address = ck.error(
-                        _join(path, "address"),
+                        join(path, "address"),
                         f"duplicate address {address} (also hosts[{addresses[address]}])",
                     )
                 else:
@@ -757,7 +486,7 @@ def _parse_hosts(
         cpu = ck.get(data, "cpu", path, ck.number, above=0)
         if cpu not in (None, BAD) and cpu > cores:
             cpu = ck.error(
-                _join(path, "cpu"),
+                join(path, "cpu"),
                 f"expected a share of at most the {cores} cores of this machine, got {cpu:g}",
             )
         threads = ck.get(data, "torch_threads", path, ck.integer, minimum=1)
@@ -765,20 +494,20 @@ def _parse_hosts(
                          "auto" if role in ("ap", "enb") else "namespace", choices=BACKENDS)
         if backend not in ("namespace", BAD) and role not in ("ap", "enb", BAD):
             backend = ck.error(
-                _join(path, "backend"),
+                join(path, "backend"),
                 f"only the ap/enb host has a backend (it decides where the shared medium is "
                 f"shaped); {role!r} hosts are always namespaces, got {backend!r}",
             )
         hwsim = ck.get(data, "hwsim", path, ck.boolean)
         if hwsim is not None and hwsim is not BAD:
             if role not in ("ap", BAD):
-                ck.error(_join(path, "hwsim"), f"only the ap host of a WiFi link has radios; "
+                ck.error(join(path, "hwsim"), f"only the ap host of a WiFi link has radios; "
                                                f"{role!r} hosts do not, remove the key")
             elif kind not in ("wifi", None, BAD):
-                ck.error(_join(path, "hwsim"), f"hwsim radios belong to a WiFi link, this link is "
+                ck.error(join(path, "hwsim"), f"hwsim radios belong to a WiFi link, this link is "
                                                f"{kind!r}: remove the key")
             elif hwsim and backend == "namespace":
-                ck.error(_join(path, "hwsim"), "hwsim radios run inside the AP VM: set backend: vm "
+                ck.error(join(path, "hwsim"), "hwsim radios run inside the AP VM: set backend: vm "
                                                "(or auto) on this host, or remove the key")
         if len(ck.problems) > n0:
             out.append(None)
@@ -787,20 +516,20 @@ def _parse_hosts(
             threads = max(1, math.floor(cpu)) if cpu is not None else cores
         elif cpu is not None and threads > math.ceil(cpu):
             ck.warn(
-                _join(path, "torch_threads"),
+                join(path, "torch_threads"),
                 f"{threads} threads on a {cpu:g}-core share oversubscribe it "
                 "(expect slower frames)",
             )
         out.append(Host(name, role, address, cpu, threads, backend, hwsim))
-    _check_roles(ck, roles, "hosts", kind, loads, real=False)
+    check_roles(ck, roles, "hosts", kind, loads, real=False)
     if any(h is None for h in out):
         return None
     return tuple(h for h in out if h is not None)
 
 
-def _lab_address(ck: _Checker, value: Any, path: str) -> Any:
+def _lab_address(ck: Checker, value: Any, path: str) -> Any:
     if not isinstance(value, str):
-        return ck.error(path, f"expected an IPv4 address in {LAB_SUBNET}, got {_describe(value)}")
+        return ck.error(path, f"expected an IPv4 address in {LAB_SUBNET}, got {describe(value)}")
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -814,132 +543,7 @@ def _lab_address(ck: _Checker, value: Any, path: str) -> Any:
     return str(address)
 
 
-def _parse_lab(
-    ck: _Checker, raw: Any, kind: str | None, loads: Any
-) -> Lab | None:
-    if raw is None or raw == "emulated":
-        return Lab()
-    if isinstance(raw, str):
-        ck.error("lab", f"expected 'emulated' or a mapping with an inventory of hosts, got {raw!r}")
-        return None
-    data = ck.mapping(raw, "lab", LAB_KEYS, required=("hosts",))
-    if data is None or "hosts" not in data:
-        return None
-    items = ck.sequence(data["hosts"], "lab.hosts")
-    if items is None:
-        return None
-    out: list[LabHost | None] = []
-    names: dict[str, int] = {}
-    roles: list[tuple[str, str | None]] = []
-    for i, item in enumerate(items):
-        path = _join("lab.hosts", i)
-        p = lambda k: _join(path, k)  # noqa: E731
-        d = ck.mapping(item, path, LAB_HOST_KEYS, required=("name", "role", "address", "user"))
-        if d is None:
-            out.append(None)
-            continue
-        n0 = len(ck.problems)
-        name = ck.get(d, "name", path, ck.string, BAD, pattern=LAB_HOST_NAME_RE, what=LAB_HOST_NAME)
-        if name is not BAD:
-            if name in names:
-                name = ck.error(
-                    p("name"), f"duplicate host name {name!r} (also lab.hosts[{names[name]}])"
-                )
-            else:
-                names[name] = i
-        role = ck.get(d, "role", path, ck.string, BAD, choices=ROLES)
-        roles.append((str(name), role if role is not BAD else None))
-        address = ck.get(d, "address", path, ck.string, BAD)
-        user = ck.get(d, "user", path, ck.string, BAD)
-        port = ck.get(d, "port", path, ck.integer, 22, minimum=1, maximum=65535)
-        values: dict[str, Any] = {}
-        for key in ("key_file", "known_hosts", "testbed_path"):
-            values[key] = ck.get(d, key, path, ck.string)
-        values["python"] = ck.get(d, "python", path, ck.string, "python3")
-        host_key = ck.get(d, "host_key", path, ck.string)
-        if isinstance(host_key, str) and not HOST_KEY_RE.match(host_key):
-            host_key = ck.error(
-                p("host_key"),
-                f"expected a public-key line such as 'ssh-ed25519 AAAA...', got {host_key!r}",
-            )
-        if d.get("known_hosts") is None and d.get("host_key") is None:
-            ck.error(path, "expected known_hosts or host_key: the host's SSH key must be pinned")
-        interfaces: dict[str, str] = {}
-        if d.get("interfaces") is not None:
-            raw_if = d["interfaces"]
-            if not isinstance(raw_if, dict):
-                ck.error(
-                    p("interfaces"),
-                    f"expected a mapping of name: interface, got {_describe(raw_if)}",
-                )
-            else:
-                for key, ifname in raw_if.items():
-                    ip = _join(p("interfaces"), str(key))
-                    if not isinstance(key, str):
-                        ck.error(ip, f"expected a string key, got {_describe(key)}")
-                    elif ck.string(ifname, ip, pattern=IFNAME_RE,
-                                   what="an interface name of at most 15 characters") is not BAD:
-                        interfaces[key] = ifname
-        sudo = ck.get(d, "sudo", path, ck.boolean, False)
-        threads = ck.get(d, "torch_threads", path, ck.integer, minimum=1)
-        extra = _lab_host_extras(ck, d, path, kind)
-        if len(ck.problems) > n0:
-            out.append(None)
-            continue
-        out.append(
-            LabHost(
-                name=name,
-                role=role,
-                address=address,
-                user=user,
-                port=port,
-                host_key=host_key,
-                interfaces=interfaces,
-                sudo=sudo,
-                torch_threads=threads,
-                **extra,
-                **values,
-            )
-        )
-    _check_roles(ck, roles, "lab.hosts", kind, loads, real=True)
-    radio = _lab_radio(ck, data.get("radio"), kind)
-    if any(h is None for h in out) or radio is BAD:
-        return None
-    return Lab("real", tuple(h for h in out if h is not None), radio)
-
-
-def _report(ck: _Checker, path: str, problems: list[tuple[str, str, str]]) -> None:
-    for sub, message, severity in problems:
-        where = f"{path}.{sub}" if sub and not sub.startswith("[") else f"{path}{sub}"
-        (ck.warn if severity == "warning" else ck.error)(where, message)
-
-
-def _lab_host_extras(ck: _Checker, d: dict[str, Any], path: str, kind: str | None) -> dict:
-    """A lab host's ``radio`` and ``tools`` mappings (checked by ``testbed.inventory``)."""
-    from testbed import inventory  # lazy: inventory builds on this module
-
-    out: dict[str, Any] = {}
-    for key, parse in (("radio", inventory.parse_host_radio), ("tools", inventory.parse_tools)):
-        if d.get(key) is not None:
-            value, problems = parse(d[key], kind)
-            _report(ck, _join(path, key), problems)
-            if value is not None:
-                out[key] = value
-    return out
-
-
-def _lab_radio(ck: _Checker, raw: Any, kind: str | None) -> Any:
-    """``lab.radio``: the WiFi or LTE settings of a real lab (``None`` for wired)."""
-    from testbed import inventory
-
-    if kind is None:
-        return None
-    value, problems = inventory.parse_radio(raw, kind)
-    _report(ck, "lab.radio", problems)
-    return BAD if any(sev == "error" for _, _, sev in problems) else value
-
-
-def _parse_limits(ck: _Checker, raw: Any) -> Limits | None:
+def _parse_limits(ck: Checker, raw: Any) -> Limits | None:
     if raw is None:
         return Limits()
     data = ck.mapping(raw, "limits", LIMIT_KEYS)
@@ -960,7 +564,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     ``cores``: the cores an emulated host's ``cpu`` share may use (default: this machine's).
     Raises ``ScenarioError`` with every problem found.
     """
-    ck = _Checker(source)
+    ck = Checker(source)
     cores = cores or _cores()
     top = ck.mapping(data, "", TOP_KEYS, required=("name", "link", "configurations"))
     if top is None:
@@ -983,7 +587,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     sweep = _parse_sweep(ck, top.get("sweep"), link)
     loads = sweep.loads_mbit if sweep is not None else BAD
 
-    lab = _parse_lab(ck, top.get("lab"), kind, loads)
+    lab = parse_lab(ck, top.get("lab"), kind, loads)
     hosts: tuple[Host, ...] | None = ()
     if lab is not None and lab.kind == "real":
         if top.get("hosts") is not None:
@@ -998,7 +602,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     frames = ck.get(top, "frames", "", ck.integer, 100, minimum=1)
     default_warmup = min(5, frames - 1) if frames is not BAD else 0
     warmup = ck.get(top, "warmup", "", ck.integer, default_warmup, minimum=0)
-    if _ok(frames, warmup) and warmup >= frames:
+    if ok(frames, warmup) and warmup >= frames:
         warmup = ck.error(
             "warmup",
             f"expected fewer warm-up frames than frames ({frames}), got {warmup}",
@@ -1119,17 +723,17 @@ def _duplicate_keys(source: str, text: str) -> list[Problem]:
                     problems.append(
                         Problem(
                             source,
-                            _join(path, key),
+                            join(path, key),
                             f"key given twice (lines {seen[key]} and "
                             f"{key_node.start_mark.line + 1}); YAML would keep only the last",
                         )
                     )
                 elif key is not None:
                     seen[key] = key_node.start_mark.line + 1
-                walk(value_node, _join(path, key) if key is not None else path)
+                walk(value_node, join(path, key) if key is not None else path)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                walk(item, _join(path, i))
+                walk(item, join(path, i))
 
     walk(root, "")
     return problems

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import lte
+from testbed import lte_link, lte_settings, srsran_files
 from testbed.scenario import ScenarioError, parse_scenario
 
 # (section, option) of the INI files, and dotted paths of the libconfig files, as found in the
@@ -226,7 +226,7 @@ def libconfig_names(text: str) -> set[str]:
 
 
 def _link(radio=None, zmq=False, ues=("md", "ext")):
-    from testbed.scenario import LabHost
+    from testbed.lab_section import LabHost
 
     class Spec:  # the LteLink only reads scenario.lab and scenario.host
         pass
@@ -237,11 +237,11 @@ def _link(radio=None, zmq=False, ues=("md", "ext")):
                       interfaces={"lte": f"tun_{n}"}) for i, n in enumerate(ues, 2)]
     hosts.append(LabHost("es", "es", "10.2.0.1", "u", host_key="ssh-ed25519 A"))
     spec = Spec()
-    settings = lte.LteSettings(device_name="zmq" if zmq else "uhd", **(radio or {}))
+    settings = lte_settings.LteSettings(device_name="zmq" if zmq else "uhd", **(radio or {}))
     spec.lab = type("Lab", (), {"hosts": tuple(hosts), "radio": settings})()
     spec.host = lambda role: next(h for h in hosts if h.role == role)
     nodes = {h.name: type("N", (), {"spec": h, "name": h.name})() for h in hosts}
-    return lte.LteLink(spec, nodes, "/tmp/testbed-abc123", Path("/nonexistent"), "abc123")
+    return lte_link.LteLink(spec, nodes, "/tmp/testbed-abc123", Path("/nonexistent"), "abc123")
 
 
 def _generated(link) -> dict[str, str]:
@@ -281,7 +281,7 @@ def test_user_db_has_two_per_run_subscribers():
     again = _link()  # per run: new credentials every time
     assert again.subscribers["md"].imsi != link.subscribers["md"].imsi
     imei = link.subscribers["md"].imei
-    assert len(imei) == 15 and lte._luhn_digit(imei[:-1]) == imei[-1]
+    assert len(imei) == 15 and srsran_files._luhn_digit(imei[:-1]) == imei[-1]
     ue = configparser.ConfigParser(interpolation=None)
     ue.read_string(link.configs()["md:ue-md.conf"])
     assert ue["usim"]["imsi"] == md["IMSI"] and ue["usim"]["k"] == md["Key"]
@@ -301,16 +301,16 @@ def test_radio_devices_usrp_and_zeromq():
     assert "tx_port=tcp://*:2000" in enb["rf"]["device_args"]
     assert "rx_port=tcp://10.2.0.2:2001" in enb["rf"]["device_args"]
     assert "tx_port=tcp://*:2001,rx_port=tcp://10.2.0.1:2000" in ue["rf"]["device_args"]
-    with pytest.raises(lte.LabError, match="one eNB and one UE"):
+    with pytest.raises(lte_link.RealLabError, match="one eNB and one UE"):
         _link(zmq=True).configs()
 
 
 def test_attach_line_and_metrics():
     line = "Network attach successful. IP: 172.16.0.2\n"
-    assert lte.ATTACHED.search("RRC Connected\n" + line).group(1) == "172.16.0.2"
-    assert lte.ENB_READY.search("\n==== eNodeB started ===\nType <t> to view trace\n")
+    assert lte_link.ATTACHED.search("RRC Connected\n" + line).group(1) == "172.16.0.2"
+    assert lte_link.ENB_READY.search("\n==== eNodeB started ===\nType <t> to view trace\n")
     csv = "time;cc;pci;rsrp;snr;dl_brate;ul_brate\n1;0;1;-80.5;25.1;1000;2000\n2;0;1;-81;24;9;8\n"
-    m = lte.parse_metrics_csv(csv)
+    m = lte_link.parse_metrics_csv(csv)
     assert m["rsrp"] == -81.0 and m["ul_brate"] == 8.0
 
 

@@ -462,13 +462,13 @@ def test_wifi_link_bring_up_and_teardown_with_stand_ins(wifi_lab, tmp_path):
 
 def test_wifi_failure_explains_itself_and_leaves_nothing(wifi_lab, tmp_path):
     from testbed.realhosts import RealHosts
-    from testbed.inventory import LabError
+    from testbed.realnode import RealLabError
 
     nslab, tools, bin_dir = wifi_lab
     broken = dict(tools, hostapd=str(bin_dir / "hostapd-broken"))
     scenario = _wifi_scenario(nslab, tmp_path / "wifi.yaml", broken)
     run_id = secrets.token_hex(3)
-    with pytest.raises(LabError) as ei:
+    with pytest.raises(RealLabError) as ei:
         with RealHosts(scenario, tmp_path / "run", run_id):
             pass
     text = str(ei.value)

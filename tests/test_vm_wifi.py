@@ -19,7 +19,7 @@ from testbed import scenario as sc
 from testbed.emulated import wifi_radios
 from testbed.lab import names
 from testbed.lab.plan import HostPlan, LabPlan, LinkShape
-from testbed.wifi import WifiSettings
+from testbed.wifi_settings import WifiSettings
 
 from tests.vmcheck import assert_nothing_left, needs_vm
 

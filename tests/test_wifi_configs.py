@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import wifi
+from testbed import wifi_settings, wifi_status
 from testbed.scenario import ScenarioError, parse_scenario
 
 HOSTAPD = shutil.which("hostapd") or "/usr/sbin/hostapd"
@@ -25,11 +25,11 @@ needs_wpa = pytest.mark.skipif(not Path(WPA_SUPPLICANT).exists(), reason="wpasup
                                "installed (scripts/install.sh installs it)")
 
 SETTINGS = [
-    wifi.WifiSettings(country_code="DE"),
-    wifi.WifiSettings(ssid="hnd.lab-5", country_code="US", hw_mode="a", channel=36, ieee80211n=True),
-    wifi.WifiSettings(hw_mode="g", channel=11, supported_rates_mbit=(6.0, 12.0, 24.0, 54.0),
+    wifi_settings.WifiSettings(country_code="DE"),
+    wifi_settings.WifiSettings(ssid="hnd.lab-5", country_code="US", hw_mode="a", channel=36, ieee80211n=True),
+    wifi_settings.WifiSettings(hw_mode="g", channel=11, supported_rates_mbit=(6.0, 12.0, 24.0, 54.0),
                       basic_rates_mbit=(6.0, 12.0, 24.0)),
-    wifi.WifiSettings(hw_mode="b", channel=1, country_code="JP"),
+    wifi_settings.WifiSettings(hw_mode="b", channel=1, country_code="JP"),
 ]
 
 
@@ -41,9 +41,9 @@ def _run(argv: list[str]) -> str:
 @needs_hostapd
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.hw_mode}{s.channel}")
 def test_hostapd_parses_the_generated_configuration(settings, tmp_path):
-    passphrase = wifi.new_passphrase()
+    passphrase = wifi_settings.new_passphrase()
     conf = tmp_path / "hostapd.conf"
-    conf.write_text(wifi.hostapd_conf(settings, "wlan-none0", passphrase,
+    conf.write_text(wifi_settings.hostapd_conf(settings, "wlan-none0", passphrase,
                                       ctrl_dir=str(tmp_path / "ctrl"), run="abc123"))
     out = _run([HOSTAPD, "-dd", str(conf)])
     assert f"Configuration file: {conf}" in out, out
@@ -57,7 +57,7 @@ def test_hostapd_parses_the_generated_configuration(settings, tmp_path):
 def test_hostapd_reports_what_a_broken_file_would_look_like(tmp_path):
     """The markers the test above relies on: a bad line is reported by line number."""
     conf = tmp_path / "bad.conf"
-    text = wifi.hostapd_conf(SETTINGS[0], "wlan-none0", "x" * 12, ctrl_dir=str(tmp_path / "c"))
+    text = wifi_settings.hostapd_conf(SETTINGS[0], "wlan-none0", "x" * 12, ctrl_dir=str(tmp_path / "c"))
     conf.write_text(text + "no_such_option=1\n")
     out = _run([HOSTAPD, "-dd", str(conf)])
     assert "unknown configuration item 'no_such_option'" in out
@@ -68,9 +68,9 @@ def test_hostapd_reports_what_a_broken_file_would_look_like(tmp_path):
 @needs_wpa
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.hw_mode}{s.channel}")
 def test_wpa_supplicant_parses_the_generated_configuration(settings, tmp_path):
-    passphrase = wifi.new_passphrase()
+    passphrase = wifi_settings.new_passphrase()
     conf = tmp_path / "wpa_supplicant.conf"
-    conf.write_text(wifi.wpa_supplicant_conf(settings, passphrase, ctrl_dir=str(tmp_path / "ctrl")))
+    conf.write_text(wifi_settings.wpa_supplicant_conf(settings, passphrase, ctrl_dir=str(tmp_path / "ctrl")))
     out = _run([WPA_SUPPLICANT, "-dd", "-i", "lo", "-D", "nl80211", "-c", str(conf)])
     assert "Reading configuration file" in out, out
     assert "failed to parse" not in out.lower() and "Failed to read or parse" not in out, out
@@ -86,7 +86,7 @@ def test_wpa_supplicant_parses_the_generated_configuration(settings, tmp_path):
 @needs_wpa
 def test_wpa_supplicant_reports_a_broken_network_block(tmp_path):
     conf = tmp_path / "bad.conf"
-    text = wifi.wpa_supplicant_conf(SETTINGS[0], "y" * 12, ctrl_dir=str(tmp_path / "c"))
+    text = wifi_settings.wpa_supplicant_conf(SETTINGS[0], "y" * 12, ctrl_dir=str(tmp_path / "c"))
     conf.write_text(text.replace("\tproto=RSN", "\tproto=RSN\n\tno_such_field=1"))
     out = _run([WPA_SUPPLICANT, "-dd", "-i", "lo", "-D", "nl80211", "-c", str(conf)])
     assert "unknown network field 'no_such_field'" in out
@@ -134,7 +134,7 @@ def test_defaults_warnings_and_round_trip():
     from testbed.scenario import scenario_to_dict
 
     s = parse_scenario(_lab(None), "lab.yaml")
-    assert s.lab.radio == wifi.WifiSettings()
+    assert s.lab.radio == wifi_settings.WifiSettings()
     assert any("country_code" in w.path for w in s.warnings)
     s = parse_scenario(_lab({"country_code": "DE", "hw_mode": "a", "channel": 52}), "lab.yaml")
     assert s.lab.radio.channel == 52 and s.lab.radio.frequency_mhz == 5260
@@ -143,16 +143,16 @@ def test_defaults_warnings_and_round_trip():
 
 
 def test_generated_files_and_secrets():
-    s = wifi.WifiSettings(country_code="DE", supported_rates_mbit=(6.0, 5.5, 54.0))
-    p = wifi.new_passphrase()
-    assert len(p) == 32 and p != wifi.new_passphrase()
-    conf = wifi.hostapd_conf(s, "wlan0", p, ctrl_dir="/tmp/x")
+    s = wifi_settings.WifiSettings(country_code="DE", supported_rates_mbit=(6.0, 5.5, 54.0))
+    p = wifi_settings.new_passphrase()
+    assert len(p) == 32 and p != wifi_settings.new_passphrase()
+    conf = wifi_settings.hostapd_conf(s, "wlan0", p, ctrl_dir="/tmp/x")
     assert "supported_rates=60 55 540" in conf and f"wpa_passphrase={p}" in conf
     assert "country_code=DE\nieee80211d=1" in conf
-    sta = wifi.wpa_supplicant_conf(s, p, ctrl_dir="/tmp/x")
+    sta = wifi_settings.wpa_supplicant_conf(s, p, ctrl_dir="/tmp/x")
     assert "scan_freq=2437" in sta and f'psk="{p}"' in sta
     with pytest.raises(ValueError):
-        wifi.hostapd_conf(s, "wlan0", "short", ctrl_dir="/tmp/x")
+        wifi_settings.hostapd_conf(s, "wlan0", "short", ctrl_dir="/tmp/x")
 
 
 IW_LINK = """Connected to 02:00:00:00:01:00 (on wlan0)
@@ -192,15 +192,15 @@ Station 02:00:00:00:02:00 (on wlan1)
 
 
 def test_iw_output_is_parsed():
-    link = wifi.parse_iw_link(IW_LINK)
+    link = wifi_status.parse_iw_link(IW_LINK)
     assert link["connected"] and link["bssid"] == "02:00:00:00:01:00"
     assert (link["signal_dbm"], link["tx_bitrate_mbit"], link["rx_bitrate_mbit"]) == (-42, 48.0, 54.0)
     assert (link["rx_bytes"], link["tx_packets"], link["freq_mhz"]) == (140728, 43, 2437)
-    assert wifi.parse_iw_link("Not connected.\n") == {"connected": False}
-    dump = wifi.parse_station_dump(STATION_DUMP)
+    assert wifi_status.parse_iw_link("Not connected.\n") == {"connected": False}
+    dump = wifi_status.parse_station_dump(STATION_DUMP)
     sta = dump["02:00:00:00:00:00"]
     assert (sta["tx_retries"], sta["tx_failed"], sta["signal_dbm"], sta["signal_avg_dbm"]) == (3, 1, -41, -40)
     assert sta["tx_bitrate_mbit"] == 54.0 and sta["inactive_ms"] == 48
     assert dump["02:00:00:00:02:00"]["signal_dbm"] == -60
     later = dict(sta, tx_retries=10, tx_failed=1)
-    assert wifi.with_deltas(later, sta)["tx_retries_delta"] == 7
+    assert wifi_status.with_deltas(later, sta)["tx_retries_delta"] == 7

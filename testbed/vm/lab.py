@@ -77,7 +77,7 @@ from testbed.vm import shaping
 from testbed.vm.boot import AccessPointVm, VmNic
 from testbed.vm.build import VmImage, build_image
 from testbed.vm.radio import NO_AIRTIME_NOTE, HwsimWifi, StationPlan
-from testbed.wifi import WifiSettings
+from testbed.wifi_settings import WifiSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 
 One radio per station plus one for the AP (``insmod mac80211_hwsim radios=N+1``). The AP's radio
 stays in the VM's root namespace, where hostapd runs with the configuration
-:func:`testbed.wifi.hostapd_conf` makes (the generator a radio lab uses). Each station gets a
+:func:`testbed.wifi_settings.hostapd_conf` makes (the generator a radio lab uses). Each station gets a
 namespace inside the VM holding its radio (``iw phy PHY set netns name NS``) and the VM NIC whose
 tap leads to the station's host namespace; wpa_supplicant runs there
-(:func:`testbed.wifi.wpa_supplicant_conf`)::
+(:func:`testbed.wifi_settings.wpa_supplicant_conf`)::
 
     md ns ── tap ── [VM: ns sta-md: eth1 198.18.1.1 ─ wlan1 198.19.80.10] ~~802.11~~
                                                      [VM root: wlan0 198.19.80.1 (hostapd) ─ eth3 ─ tap ── es ns]
@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.inventory import redact
+from testbed.realnode import redact
 from testbed.vm.shaping import offloads_off
-from testbed.wifi import (AP_ENABLED, CONNECTED, WifiSettings, hostapd_conf, new_passphrase,
-                          parse_iw_link, parse_station_dump, settings_manifest, with_deltas,
-                          wpa_supplicant_conf)
+from testbed.wifi_settings import (WifiSettings, hostapd_conf, new_passphrase, settings_manifest,
+                                   wpa_supplicant_conf)
+from testbed.wifi_status import (AP_ENABLED, CONNECTED, parse_iw_link, parse_station_dump,
+                                 with_deltas)
 
 log = logging.getLogger(__name__)
 
