@@ -65,32 +65,48 @@ def remove_namespace(name: str) -> bool:
     return True
 
 
+def _netns_of(pid: int) -> set[tuple[int, int]]:
+    """(device, inode) of the network namespace(s) of ``pid``'s threads. A leader that has
+    exited while other threads run has no namespace of its own any more: its threads' count."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+        return {(st.st_dev, st.st_ino)}
+    except OSError:
+        pass
+    out = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            st = os.stat(f"/proc/{pid}/task/{tid}/ns/net")
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
 def pids_in_namespace(name: str) -> list[int]:
     """Running pids whose network namespace is ``name`` (``ip netns pids``); [] if no such
-    namespace. Found by comparing ``/proc/<pid>/ns/net`` with the bind mount (device, inode)."""
+    namespace. Found by comparing ``/proc/<pid>/ns/net`` (or, for a process whose main thread
+    has exited, its threads') with the bind mount (device, inode)."""
     try:
         st = os.stat(netns_path(name))
     except OSError:
         return []
-    found = []
-    for pid in procs.all_pids():
-        try:
-            pst = os.stat(f"/proc/{pid}/ns/net")
-        except OSError:
-            continue
-        if (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino) and procs.is_running(pid):
-            found.append(pid)
-    return sorted(found)
+    want = (st.st_dev, st.st_ino)
+    return sorted(pid for pid in procs.all_pids()
+                  if want in _netns_of(pid) and procs.is_running(pid))
 
 
 def in_same_namespace(pid: int, name: str) -> bool:
     """Whether process ``pid`` is in network namespace ``name`` (False if either is gone)."""
     try:
         st = os.stat(netns_path(name))
-        pst = os.stat(f"/proc/{pid}/ns/net")
     except OSError:
         return False
-    return (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino) in _netns_of(pid)
 
 
 def stop_namespace_processes(name: str, *, term_grace_s: float = procs.TERM_GRACE_S,
