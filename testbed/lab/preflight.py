@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from testbed.lab import cleanup, names
+from testbed.lab import cleanup, names, netns, runs
 from testbed.lab.capabilities import KERNEL_FIX, Capabilities, Capability
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ def netns_exec() -> Capability:
         return Capability(name, False, "ip (iproute2) not found in PATH", "apt-get install iproute2")
     run_id = names.new_run_id()
     ns = names.namespace_name(run_id, PROBE_HOST)
-    cleanup.register_run(run_id, kind="preflight")
+    runs.register_run(run_id, kind="preflight")
     owner = os.getpid()
     try:
         try:
-            cleanup.create_namespace(ns)
+            netns.create_namespace(ns)
         except OSError as e:
             fix = NETNS_PERMISSION_FIX if e.errno == errno.EPERM else KERNEL_FIX["netns"]
             return Capability(name, False, f"cannot create a network namespace: {e}", fix)
