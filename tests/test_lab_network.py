@@ -629,5 +629,14 @@ def test_ingress_shaping_via_ifb(shaped_lab, caps) -> None:
               f"(expected {rep.expected['tcp_goodput_mbit']})")
         assert got == pytest.approx(rep.expected["tcp_goodput_mbit"], rel=0.10)
     finally:
-        shaping.remove_redirect(ns, es_if)
-        shaping.delete_link(ns, ifb)
+        _remove_redirect(ns, es_if)
+        netns.delete_link(ns, ifb)
+
+
+def _remove_redirect(namespace: str, ifname: str) -> None:
+    """Remove the clsact qdisc (and with it every redirect filter) from ``ifname``."""
+    with netns.iproute(namespace) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        for m in ipr.tc("dump", index=index):
+            if m.get_attr("TCA_KIND") == "clsact":
+                ipr.tc("del", "clsact", index)

@@ -43,7 +43,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from testbed.lab import netns, procs
 
@@ -316,38 +316,35 @@ class SshdInstance:
         assert self._proc is not None
         pid = self._proc.pid
         deadline = time.monotonic() + self.start_timeout
-        listening = False
-        last_err: Exception | None = None
         while True:
-            rc = self._proc.poll()
-            if rc is not None:
-                raise self._fail(f"exited with status {rc} during startup")
-            if not listening:
-                in_ns = self.namespace is None or netns.in_same_namespace(pid, self.namespace)
-                listening = in_ns and procs.listening(pid, self.address, self.port)
-            if listening:
-                if not self.probe:
-                    return
-                try:
-                    banner = _read_banner(self.address, self.port, timeout=1.0)
-                    if banner.startswith(b"SSH-"):
-                        return
-                    last_err = SshdError(f"unexpected banner {banner[:60]!r}")
-                except OSError as e:
-                    last_err = e
+            self._check_running()
+            in_ns = self.namespace is None or netns.in_same_namespace(pid, self.namespace)
+            if in_ns and procs.listening(pid, self.address, self.port):
+                break
             if time.monotonic() >= deadline:
-                if not listening:
-                    raise self._fail(
-                        f"was not listening on {self.address}:{self.port} inside its namespace "
-                        f"after {self.start_timeout:g}s (is the address configured on an "
-                        "interface of the namespace?)"
-                    )
                 raise self._fail(
-                    f"listens inside its namespace but {self.address}:{self.port} is not "
-                    f"reachable from the orchestrator's namespace after {self.start_timeout:g}s "
-                    f"({last_err}); check the management veth, its addresses and routes"
+                    f"was not listening on {self.address}:{self.port} inside its namespace "
+                    f"after {self.start_timeout:g}s (is the address configured on an "
+                    "interface of the namespace?)"
                 )
             time.sleep(0.02)
+        if not self.probe:
+            return
+        try:
+            wait_for_ssh(self.address, self.port, max(0.0, deadline - time.monotonic()),
+                         still_starting=self._check_running)
+        except TimeoutError as e:
+            raise self._fail(
+                f"listens inside its namespace but {self.address}:{self.port} is not "
+                f"reachable from the orchestrator's namespace after {self.start_timeout:g}s "
+                f"({e}); check the management veth, its addresses and routes"
+            ) from None
+
+    def _check_running(self) -> None:
+        assert self._proc is not None
+        rc = self._proc.poll()
+        if rc is not None:
+            raise self._fail(f"exited with status {rc} during startup")
 
     def stop(self, grace: float = 3.0) -> None:
         """Terminate sshd, its connection processes and their children. Idempotent."""
@@ -398,6 +395,26 @@ class SshdInstance:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_for_ssh(address: str, port: int, timeout_s: float, *,
+                 still_starting: Callable[[], None] = lambda: None, poll_s: float = 0.02) -> None:
+    """Poll (bounded by ``timeout_s``, at least one try) until an SSH server at address:port
+    sends its ``SSH-`` banner. ``still_starting()`` runs before each try and raises if the server
+    has died meanwhile. ``TimeoutError`` says what the last try met."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        still_starting()
+        try:
+            banner = _read_banner(address, port, timeout=1.0)
+            if banner.startswith(b"SSH-"):
+                return
+            last = f"unexpected banner {banner[:60]!r}"
+        except OSError as e:
+            last = str(e) or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise TimeoutError(last)
+        time.sleep(poll_s)
 
 
 def _read_banner(address: str, port: int, timeout: float) -> bytes:

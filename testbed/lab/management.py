@@ -7,8 +7,9 @@ frames or competing load, and frames never cross it: the head and the tail talk 
 addresses, through the AP.
 
 Addresses: one /24 per run from 198.19.128.0/17 (the top half of the benchmarking range's
-wired side, far above the wired hosts' /24s), chosen from the run id and skipping any /24 the
-root namespace already has an address in, so several runs on one machine never share one (an
+wired side, far above the wired hosts' /24s), chosen from the run id and skipping any /24 a
+root-namespace address's network overlaps (:func:`free_subnet`, which the AP VM's management
+/30 uses too), so several runs on one machine never share one (an
 early version used one fixed /24, and two concurrent runs reached each other's sshd: the pinned
 host keys refused it). One /30 per host: the k-th host's root side is ``.4k+1`` and its
 namespace side ``.4k+2``.
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Sequence
 
 from pyroute2 import IPRoute
 
 from testbed.lab import names, netns
+from testbed.lab.plan import LabError
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +46,31 @@ class ManagementLink:
     """Where the host's sshd listens."""
 
 
-def _used_networks() -> set[ipaddress.IPv4Network]:
+def root_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of every address in the root namespace."""
     with IPRoute() as root:
-        return {
-            ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/24", strict=False)
-            for a in root.get_addr(family=2)
-        }
+        return [ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False)
+                for a in root.get_addr(family=socket.AF_INET)]
 
 
-def pick_subnet(run_id: str) -> ipaddress.IPv4Network:
-    """A /24 of the pool that no root-namespace address is in, starting from the run id's."""
-    blocks = list(MANAGEMENT_POOL.subnets(new_prefix=24))
-    used = _used_networks()
+def free_subnet(pool: ipaddress.IPv4Network, prefixlen: int, run_id: str,
+                what: str) -> ipaddress.IPv4Network:
+    """A /``prefixlen`` block of ``pool`` that no root-namespace network overlaps, trying the run
+    id's block first and then the next ones (so concurrent runs spread out). ``what`` names the
+    block's use in the error when none is left."""
+    blocks = list(pool.subnets(new_prefix=prefixlen))
+    used = root_networks()
     start = int(run_id, 16) % len(blocks)
     for i in range(len(blocks)):
         block = blocks[(start + i) % len(blocks)]
-        if block not in used:
+        if not any(block.overlaps(u) for u in used):
             return block
-    raise RuntimeError(f"no free /24 left in {MANAGEMENT_POOL} for a management network")
+    raise LabError(f"no free /{prefixlen} left in {pool} for {what}")
+
+
+def pick_subnet(run_id: str) -> ipaddress.IPv4Network:
+    """The run's management /24 (see the module docstring)."""
+    return free_subnet(MANAGEMENT_POOL, 24, run_id, "a management network")
 
 
 def plan_links(run_id: str, hosts: Sequence[str], subnet: ipaddress.IPv4Network) -> list[ManagementLink]:

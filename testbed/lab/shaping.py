@@ -364,20 +364,6 @@ def redirect_to_ifb(
     }
 
 
-def remove_redirect(namespace: str | None, ifname: str) -> None:
-    """Remove the clsact qdisc (and with it every redirect filter) from ``ifname``."""
-    with _ipr(namespace) as ipr:
-        index = _index(ipr, ifname)
-        for m in ipr.tc("dump", index=index):
-            if m.get_attr("TCA_KIND") == "clsact":
-                ipr.tc("del", "clsact", index)
-
-
-def delete_link(namespace: str | None, ifname: str) -> None:
-    with _ipr(namespace) as ipr:
-        ipr.link("del", index=_index(ipr, ifname))
-
-
 def clear_root(namespace: str | None, ifname: str) -> None:
     """Delete the root qdisc of ``ifname`` (no error if there is none)."""
     with _ipr(namespace) as ipr:

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -44,7 +43,8 @@ from pyroute2 import IPRoute
 
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess, HostError
-from testbed.lab import names, netns, procs, runs
+from testbed.hosts.sshd import wait_for_ssh
+from testbed.lab import management, names, netns, procs, runs
 from testbed.vm.build import VmImage
 from testbed.vm.cpio import CpioWriter
 
@@ -103,25 +103,11 @@ def _mac(run_id: str, index: int) -> str:
     return "52:54:%02x:%02x:%02x:%02x" % (r[0], r[1], r[2], index)
 
 
-def _used_root_networks() -> list[ipaddress.IPv4Network]:
-    nets = []
-    with IPRoute() as ipr:
-        for a in ipr.get_addr(family=socket.AF_INET):
-            nets.append(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
-    return nets
-
-
 def pick_management(run_id: str) -> tuple[str, str]:
     """``(root side, vm side)`` addresses of a free /30 in 198.19.254.0/24 (with prefix)."""
-    subnets = list(MGMT_NET.subnets(new_prefix=30))
-    used = _used_root_networks()
-    start = int(run_id, 16) % len(subnets)
-    for k in range(len(subnets)):
-        net = subnets[(start + k) % len(subnets)]
-        if not any(net.overlaps(u) for u in used):
-            hosts = list(net.hosts())
-            return f"{hosts[0]}/30", f"{hosts[1]}/30"
-    raise VmError(f"no free /30 left in {MGMT_NET} for the VM's management link")
+    net = management.free_subnet(MGMT_NET, 30, run_id, "the VM's management link")
+    hosts = list(net.hosts())
+    return f"{hosts[0]}/30", f"{hosts[1]}/30"
 
 
 def dropbear_ed25519_key(openssh_private: Path) -> tuple[bytes, str]:
@@ -361,20 +347,13 @@ class AccessPointVm:
                 log.warning("ethtool not installed on the host: offloads stay on for %s", g.tap)
 
     def _wait_ssh(self, vm_ip: str) -> None:
-        deadline = time.monotonic() + self.boot_timeout_s
-        while True:
-            self._check_alive("booting")
-            try:
-                with socket.create_connection((vm_ip, 22), timeout=1.0) as s:
-                    s.settimeout(2.0)
-                    if s.recv(4).startswith(b"SSH-"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise VmError(f"the VM's sshd did not answer on {vm_ip}:22 within "
-                              f"{self.boot_timeout_s:g}s; serial console: {self._tail(self.serial_log)}")
-            time.sleep(0.25)
+        try:
+            wait_for_ssh(vm_ip, 22, self.boot_timeout_s,
+                         still_starting=lambda: self._check_alive("booting"), poll_s=0.25)
+        except TimeoutError:
+            raise VmError(f"the VM's sshd did not answer on {vm_ip}:22 within "
+                          f"{self.boot_timeout_s:g}s; serial console: {self._tail(self.serial_log)}"
+                          ) from None
         access = HostAccess.from_run_keys(self.keys, VM_HOST)
         self.host = Host(access, connect_timeout=20).connect()
 

@@ -657,11 +657,6 @@ def load_image(folder: Path) -> VmImage | None:
     return VmImage(folder, manifest)
 
 
-def cached_image(cache_root: Path = CACHE_ROOT) -> VmImage | None:
-    """The image for the current candidate package versions, if it was built (no download)."""
-    return load_image(cache_root / "vm" / cache_key(resolve_packages()))
-
-
 def build_image(
     cache_root: Path = CACHE_ROOT,
     *,

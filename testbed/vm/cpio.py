@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 _MAGIC = b"070701"
 
@@ -73,12 +73,3 @@ class CpioWriter:
         self._entry("TRAILER!!!", 0)
 
 
-def write_archive(out: BinaryIO, entries: Iterable[tuple]) -> None:
-    """Write ``(kind, name, ...)`` tuples: ``("dir", name, perm)``, ``("file", name, data, perm)``,
-    ``("symlink", name, target)``, ``("chr", name, major, minor, perm)``; then the trailer."""
-    w = CpioWriter(out)
-    for kind, name, *rest in entries:
-        {"dir": w.directory, "file": w.file, "symlink": w.symlink, "chr": w.char_device}[kind](
-            name, *rest
-        )
-    w.trailer()

@@ -16,6 +16,7 @@ otherwise run its own ``tc`` applet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -24,9 +25,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from testbed.lab import netns
+from testbed.lab import netns, procs
 
 TC = "/usr/sbin/tc"
 ETHTOOL = "/usr/sbin/ethtool"
@@ -126,15 +127,6 @@ def shape_path(vm, uplink: Netem, downlink: Netem, *, stations: str = "md", es: 
     return {"uplink": apply(vm, es, uplink), "downlink": apply(vm, stations, downlink)}
 
 
-def qdisc_stats(vm, tag: str) -> dict[str, Any]:
-    """``tc -s -j qdisc show`` of the NIC (sent bytes/packets, drops, overlimits)."""
-    out = vm.run([TC, "-s", "-j", "qdisc", "show", "dev", vm.guest_ifname(tag)], timeout=20).stdout
-    try:
-        return {"qdiscs": json.loads(out)}
-    except ValueError:
-        return {"raw": out}
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -146,45 +138,55 @@ def floors(size: int, rate_mbit: float, rtt_s: float) -> tuple[float, float]:
     return wire * 8 / rate + rtt_s, with_headers * 8 / rate + rtt_s
 
 
+@contextlib.contextmanager
+def _server(namespace: str, argv: list[str], address: str, port: int,
+            timeout_s: float = 10.0) -> Iterator[None]:
+    """``argv`` running in ``namespace`` and listening on address:port for the block's length."""
+    server = netns.popen_in_namespace(namespace, argv, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not procs.listening(server.pid, address, port):
+            if server.poll() is not None:
+                raise RuntimeError(f"{argv[0]} server exited ({server.returncode}): "
+                                   f"{server.stderr.read().decode(errors='replace')[-500:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} server not listening on {address}:{port} "
+                                   f"after {timeout_s:g} s")
+            time.sleep(0.02)
+        yield
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        server.stderr.close()
+
+
 def transfer_times(client_ns: str, server_ns: str, server_addr: str, size: int, count: int,
                    gap_s: float, port: int = 5600) -> list[float]:
     """Round-trip times of ``count`` one-message transfers (benchmarks/message_probe.py)."""
-    server = netns.popen_in_namespace(
-        server_ns, [sys.executable, str(PROBE), "server", server_addr, str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        time.sleep(0.2)
+    with _server(server_ns, [sys.executable, str(PROBE), "server", server_addr, str(port)],
+                 server_addr, port):
         out = netns.run_in_namespace(
             client_ns, [sys.executable, str(PROBE), "client", server_addr, str(port), str(size),
                         str(count), str(gap_s)],
             timeout=30 + count * (gap_s + 5),
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"message probe failed: {out.stderr.strip()[-1000:]}")
-        return json.loads(out.stdout)
-    finally:
-        server.kill()
-        server.wait(timeout=10)
+    if out.returncode != 0:
+        raise RuntimeError(f"message probe failed: {out.stderr.strip()[-1000:]}")
+    return json.loads(out.stdout)
 
 
 def tcp_goodput_mbit(client_ns: str, server_ns: str, server_addr: str, seconds: float = 4.0,
                      port: int = 5601) -> float:
     """iperf3 TCP goodput from ``client_ns`` to ``server_ns`` (Mbit/s, receiver side)."""
-    server = netns.popen_in_namespace(
-        server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(0.3)
+    with _server(server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)],
+                 server_addr, port):
         out = netns.run_in_namespace(
             client_ns, ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J"],
             timeout=seconds + 30)
-        if out.returncode != 0:
-            raise RuntimeError(f"iperf3 failed: {(out.stdout + out.stderr).strip()[-1000:]}")
-        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        server.kill()
-        server.wait(timeout=10)
+    if out.returncode != 0:
+        raise RuntimeError(f"iperf3 failed: {(out.stdout + out.stderr).strip()[-1000:]}")
+    return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
 def fidelity_rows(vm, client_ns: str, server_ns: str, server_addr: str, *,
