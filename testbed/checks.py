@@ -40,6 +40,10 @@ class _Bad:
 
 BAD: Any = _Bad()
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = "a name of letters, digits, '.', '_' or '-'"
+"""What a scenario or configuration name may be (it names files and table rows)."""
+
 
 def ok(*values: Any) -> bool:
     """True if none of ``values`` failed its check."""

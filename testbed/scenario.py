@@ -30,7 +30,6 @@ import ipaddress
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,14 @@ from typing import Any
 import yaml
 
 from testbed import presets
-from testbed.checks import BAD, Checker, Problem, describe, join, ok, suggest
-from testbed.configs import COMPRESSIONS, TABLE5_NAMES, Configuration, table5
+from testbed.checks import BAD, NAME, NAME_RE, Checker, Problem, describe, join, ok
+from testbed.configs import Configuration
+from testbed.configuration_section import parse_configurations
 from testbed.lab import names
 from testbed.lab_section import Lab, LabHost, parse_lab
+from testbed.link_section import parse_link
 from testbed.models import catalog
-from testbed.presets import LinkSpec, TcpSettings
+from testbed.presets import LinkSpec
 from testbed.roles import HOST_ROLES, check_roles
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_UDP_PAYLOAD = 1472
 """iperf3 -l: the largest UDP payload of an unfragmented 1500-byte IPv4 packet."""
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-NAME = "a name of letters, digits, '.', '_' or '-'"
 HOST_NAME_RE = names.HOST_RE
 HOST_NAME = (
     "a host name of 1-5 lowercase letters and digits, starting with a letter "
     "(it becomes part of namespace and interface names)"
 )
-CC_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 # --------------------------------------------------------------------------- problems
@@ -209,65 +207,9 @@ TOP_KEYS = (
     "n_ch",
     "limits",
 )
-LINK_KEYS = ("kind", "preset", *presets.SHAPING_FIELDS, "tcp")
-TCP_KEYS = tuple(f.name for f in dataclasses.fields(TcpSettings))
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
 LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(Limits))
-CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Configuration))
-
-
-def _parse_link(ck: Checker, raw: Any) -> LinkSpec | None:
-    data = ck.mapping(raw, "link", LINK_KEYS, required=("kind",))
-    if data is None:
-        return None
-    kind = ck.get(data, "kind", "link", ck.string, BAD, choices=presets.LINK_KINDS)
-    preset = ck.get(data, "preset", "link", ck.string, choices=tuple(presets.PRESETS))
-    section: dict[str, Any] = {}
-    checks = {
-        # ranges as testbed.lab.plan.LinkShape accepts them
-        "rate_mbit": lambda v, p: ck.number(v, p, above=0, maximum=100_000),
-        "delay_ms": lambda v, p: ck.number(v, p, minimum=0),
-        "jitter_ms": lambda v, p: ck.number(v, p, minimum=0),
-        "loss_pct": lambda v, p: ck.number(v, p, minimum=0, below=100),
-        "queue_packets": lambda v, p: ck.integer(v, p, minimum=1, maximum=100_000),
-        "overhead_bytes": lambda v, p: ck.integer(v, p, minimum=0, maximum=1000),
-        "fair_per_station": lambda v, p: ck.boolean(v, p),
-    }
-    for key, check in checks.items():
-        if data.get(key) is not None:
-            section[key] = check(data[key], f"link.{key}")
-    tcp: Any = TcpSettings()
-    if data.get("tcp") is not None:
-        t = ck.mapping(data["tcp"], "link.tcp", TCP_KEYS)
-        if t is None:
-            tcp = BAD
-        else:
-            ssai = ck.get(t, "slow_start_after_idle", "link.tcp", ck.boolean)
-            cc = ck.get(
-                t,
-                "congestion_control",
-                "link.tcp",
-                ck.string,
-                pattern=CC_RE,
-                what="a kernel congestion control name such as cubic, reno or bbr",
-            )
-            if ok(ssai, cc):
-                default = TcpSettings()
-                tcp = TcpSettings(
-                    slow_start_after_idle=default.slow_start_after_idle if ssai is None else ssai,
-                    congestion_control=cc or default.congestion_control,
-                )
-            else:
-                tcp = BAD
-    if not ok(kind, preset, tcp, *section.values()):
-        return None
-    try:
-        return presets.resolve_link({"kind": kind, "preset": preset, "tcp": tcp, **section})
-    except ValueError as exc:
-        field_name, _, message = str(exc).partition(": ")
-        ck.error(f"link.{field_name}", message)
-        return None
 
 
 def _parse_sweep(ck: Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
@@ -315,126 +257,6 @@ def _parse_sweep(ck: Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
     if not ok(loads, tool, direction, settle, reps, packet):
         return None
     return Sweep(loads, tool, direction, settle, reps, packet)
-
-
-def _parse_configurations(
-    ck: Checker, raw: Any, model: Any, n_ch: Any
-) -> tuple[Configuration, ...] | None:
-    items = ck.sequence(raw, "configurations")
-    if items is None:
-        return None
-    presets_ok = model is not BAD and n_ch is not BAD
-    built = table5(model, n_ch) if presets_ok else {}
-    out: list[Configuration | None] = []
-    names: dict[str, int] = {}
-    for i, item in enumerate(items):
-        path = join("configurations", i)
-        config: Configuration | None = None
-        if isinstance(item, str):
-            if item not in TABLE5_NAMES:
-                ck.error(
-                    path,
-                    f"expected a Table-5 configuration ({', '.join(TABLE5_NAMES)}) or a mapping, "
-                    f"got {item!r}{suggest(item, TABLE5_NAMES)}",
-                )
-            elif presets_ok:
-                config = built[item]
-                problems = config.problems()
-                for problem in problems:
-                    ck.error(path, f"{item} with model {model}: {problem}")
-                if problems:
-                    config = None
-        elif isinstance(item, dict):
-            config = _parse_configuration(ck, item, path, model)
-        else:
-            ck.error(
-                path, f"expected a Table-5 configuration name or a mapping, got {describe(item)}"
-            )
-        if config is not None:
-            if config.name in names:
-                ck.error(
-                    join(path, "name") if isinstance(item, dict) else path,
-                    f"duplicate configuration name {config.name!r} "
-                    f"(also configurations[{names[config.name]}])",
-                )
-                config = None
-            else:
-                names[config.name] = i
-        out.append(config)
-    if any(c is None for c in out):
-        return None
-    return tuple(c for c in out if c is not None)
-
-
-def _parse_configuration(ck: Checker, item: dict, path: str, model: Any) -> Configuration | None:
-    data = ck.mapping(item, path, CONFIG_KEYS, required=("name", "mode"))
-    if data is None:
-        return None
-    n0 = len(ck.problems)
-    values: dict[str, Any] = {}
-    p = lambda k: join(path, k)  # noqa: E731
-    if data.get("name") is not None:
-        values["name"] = ck.get(data, "name", path, ck.string, pattern=NAME_RE, what=NAME)
-    for key in ("mode", "kind", "compression"):
-        if data.get(key) is not None:
-            values[key] = ck.string(data[key], p(key))
-    if data.get("model") is not None:
-        values["model"] = ck.string(data["model"], p("model"))
-    elif model is BAD:
-        return None  # the scenario-level model's problem is already reported
-    else:
-        values["model"] = model
-    if data.get("split") is not None:
-        split = data["split"]
-        if isinstance(split, bool) or not isinstance(split, (int, str)):
-            values["split"] = ck.error(
-                p("split"), f"expected a split point name or 1-based index, got {describe(split)}"
-            )
-        else:
-            values["split"] = split
-    if data.get("n_ch") is not None:
-        values["n_ch"] = ck.integer(data["n_ch"], p("n_ch"), minimum=1)
-    if data.get("quantize") is not None:
-        values["quantize"] = ck.boolean(data["quantize"], p("quantize"))
-    if data.get("jpeg_quality") is not None:
-        values["jpeg_quality"] = ck.get(
-            data, "jpeg_quality", path, ck.integer, minimum=1, maximum=100
-        )
-    if data.get("weights") is not None:
-        values["weights"] = ck.string(data["weights"], p("weights"))
-    if len(ck.problems) > n0 or "name" not in values or "mode" not in values:
-        return None
-    config = Configuration(**values)
-    problems = config.problems()
-    for problem in problems:
-        key, sep, message = problem.partition(": ")
-        if sep and key in CONFIG_KEYS:
-            value = getattr(config, key)
-            if isinstance(value, str) and ("expected one of" in message or key == "split"):
-                message += suggest(value, _choices(config, key))
-            ck.error(p(key), message)
-        else:
-            ck.error(path, problem)
-    if problems:
-        return None
-    return config.validated()
-
-
-def _choices(config: Configuration, key: str) -> tuple[str, ...]:
-    if key == "mode":
-        return catalog.MODES
-    if key == "model":
-        return tuple(catalog.MODELS)
-    if key == "kind":
-        return catalog.KINDS
-    if key == "compression":
-        return COMPRESSIONS
-    if key == "split":
-        try:
-            return catalog.split_points(config.model, config.kind)
-        except KeyError:
-            return ()
-    return ()
 
 
 def _parse_hosts(
@@ -579,7 +401,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     model = ck.get(top, "model", "", ck.string, DEFAULT_MODEL, choices=tuple(catalog.MODELS))
     n_ch = ck.get(top, "n_ch", "", ck.integer, DEFAULT_N_CH, minimum=1)
 
-    link = _parse_link(ck, top["link"]) if "link" in top else None
+    link = parse_link(ck, top["link"]) if "link" in top else None
     kind = link.kind if link is not None else None
     raw_link = top.get("link")
     if kind is None and isinstance(raw_link, dict) and raw_link.get("kind") in presets.LINK_KINDS:
@@ -597,7 +419,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
 
     configurations = None
     if top.get("configurations") is not None:
-        configurations = _parse_configurations(ck, top["configurations"], model, n_ch)
+        configurations = parse_configurations(ck, top["configurations"], model, n_ch)
 
     frames = ck.get(top, "frames", "", ck.integer, 100, minimum=1)
     default_warmup = min(5, frames - 1) if frames is not BAD else 0
