@@ -1,6 +1,7 @@
 """Pure functions from result folders to tables and figures: no network, no root, no model.
 
 - ``load``: result folders -> tidy data frames (frames, steps, runs), with clear errors;
+- ``stats``: the delay statistics (n, mean, std, p50/p90/p99, min, max), computed once;
 - ``summary``: plain-text summary of frame records (used by ``testbed run`` and ``demo``);
 - ``tables``: Table 5-style statistics with validity flags; CSV, Markdown, LaTeX;
 - ``figures``: delay components, mean/std, percentiles, time series, CDFs, processing;

@@ -135,13 +135,6 @@ def split(md: DeviceProfile, es: DeviceProfile, model: str, payloads: Payloads,
                   tail_s, tuple(notes))
 
 
-def measured_split(profile: DeviceProfile, model: str, config: str, payloads: Payloads) -> Option:
-    """SC with head and tail both measured on the profiled host (MD and ES = this host)."""
-    p = profile.parts[model][config]
-    return Option(f"SC {_name(model)} {config} on {profile.name}", "SC", p.md_s or 0.0,
-                  payloads.split_bytes, p.es_s or 0.0, (f"measured: {profile.source}",))
-
-
 # ---------------------------------------------------------------------- gains
 
 

@@ -28,7 +28,8 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.load import Results, file_label, load_label  # noqa: E402
-from analysis.tables import P90_MIN_FRAMES, P99_MIN_FRAMES, describe, load_order  # noqa: E402
+from analysis.stats import stat_row  # noqa: E402
+from analysis.tables import P90_MIN_FRAMES, P99_MIN_FRAMES, load_order  # noqa: E402
 
 COMPONENT_STYLE = {  # stacked from the bottom in this order
     "md_proc": ("MD processing", "#4C72B0"),
@@ -191,7 +192,7 @@ def fig_percentiles(frames: pd.DataFrame) -> Figure:
     needs = {"p50": 1, "p90": P90_MIN_FRAMES, "p99": P99_MIN_FRAMES}
     for ax, (config, mode) in zip(axes.flat, configs):
         sub = frames[frames["config"] == config]
-        stats = [describe(sub.loc[sub["load"] == ld, "total"]) for ld in loads]
+        stats = [stat_row(sub.loc[sub["load"] == ld, "total"]) for ld in loads]
         x = np.arange(len(loads))
         for key, (marker, ls) in styles.items():
             y = np.array([s[key] for s in stats]) * scale

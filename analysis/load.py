@@ -32,7 +32,6 @@ from testbed.records import SCHEMA_VERSION, FrameRecord
 
 MANIFEST = "manifest.json"
 FRAMES = "frames.csv"
-TRAFFIC = "traffic"
 COMPONENTS = ("md_proc", "comm", "es_proc", "total")
 
 LOOPBACK_STEP = "loopback"
@@ -239,32 +238,6 @@ def _num(value) -> float:
         return float("nan")
 
 
-def traffic_reports(folder: Path | str) -> dict[str, dict[str, Any]]:
-    """Per step, what iperf3's server saw of the competing load: bit rate, loss, jitter.
-
-    Informative only: the load achieved in the manifest (from the de-duplicated intervals of a
-    stopped test) is the one tables use.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted((Path(folder) / TRAFFIC).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        servers = {}
-        for name, report in data.items():
-            end = (report or {}).get("end", {}) if isinstance(report, dict) else {}
-            received = end.get("sum_received") or end.get("sum") or {}
-            servers[name] = {
-                "mbit_end_summary": _num(received.get("bits_per_second")) / 1e6,
-                "lost_pct": _num(received.get("lost_percent")),
-                "jitter_ms": _num(received.get("jitter_ms")),
-                "error": report.get("error") if isinstance(report, dict) else None,
-            }
-        out[path.stem] = servers
-    return out
-
-
 # ---------------------------------------------------------------------- runs
 
 
@@ -368,10 +341,3 @@ def _unique(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return out
-
-
-def failure_reasons(folder: Path | str) -> pd.Series:
-    """How often each failure status occurs among the non-warm-up frames of a folder."""
-    raw = read_frames(folder)
-    bad = raw[~raw["warmup"] & raw["status"].ne("ok")]
-    return bad["status"].value_counts()

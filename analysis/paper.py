@@ -2,7 +2,8 @@
 
 Y. Matsubara, D. Callegaro, S. Baidya, M. Levorato, S. Singh, "Head Network Distillation:
 Splitting Distilled Deep Neural Networks for Resource-Constrained Edge Computing Systems",
-IEEE Access, 2020 (the copy in ``shared/reference/hnd-paper.md``).
+IEEE Access, 2020 (an open-access journal). Each number below names the table or figure of the
+paper it comes from.
 
 Kept as a Python module rather than JSON so that it ships with the package without any
 package-data setting. :func:`as_json` gives the same content as a JSON-ready dict, and

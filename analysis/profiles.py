@@ -178,6 +178,8 @@ def paper_payloads(model: str) -> Payloads:
 
 def profile_payloads(profile: DeviceProfile, model: str, config: str = "mimic-bottleneck",
                      wire: bool = True) -> Payloads:
+    """Mean bytes per frame that ``testbed profile`` measured on a host: EC's (es-only) and
+    ``config``'s; public API, the counterpart of :func:`result_payloads` for profile files."""
     parts = profile.parts.get(model) or {}
     if "es-only" not in parts or config not in parts:
         raise ProfileError(f"profile {profile.key!r}: no measured es-only and {config} of {model}")

@@ -11,31 +11,10 @@ from typing import Iterable
 
 import numpy as np
 
+from analysis.stats import Stats
 from testbed.records import FrameRecord
 
 COMPONENTS = ("md_proc", "comm", "es_proc", "total")
-PERCENTILES = (50, 90, 99)
-
-
-@dataclass(frozen=True)
-class Stats:
-    n: int
-    mean: float
-    std: float
-    p50: float
-    p90: float
-    p99: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: Iterable[float]) -> "Stats | None":
-        a = np.asarray([v for v in values if v is not None], dtype=float)
-        if a.size == 0:
-            return None
-        p50, p90, p99 = np.percentile(a, PERCENTILES)
-        std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-        return cls(int(a.size), float(a.mean()), std, p50, p90, p99, float(a.min()), float(a.max()))
 
 
 @dataclass(frozen=True)
@@ -75,7 +54,7 @@ def summarize(records: Iterable[FrameRecord]) -> list[ConfigSummary]:
     return out
 
 
-def format_table(summaries: list[ConfigSummary], marks: dict[tuple[str, str], str] | None = None) -> str:
+def format_summary_table(summaries: list[ConfigSummary], marks: dict[tuple[str, str], str] | None = None) -> str:
     """A plain-text table in milliseconds: mean ± std and p50/p99 of each component.
 
     ``marks``: a note per flagged cell, keyed by (configuration, load as shown: ``10``), put in

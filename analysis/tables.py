@@ -2,7 +2,7 @@
 
 :func:`component_stats` gives the long table: one row per run, configuration, load and
 component with n, mean, std, p50, p90, p99, min, max (``numpy.percentile``, linear
-interpolation; std with ddof=1, as ``analysis.summary.Stats``) and validity flags. Processing
+interpolation; std with ddof=1: ``analysis.stats``) and validity flags. Processing
 components (``md_proc``, ``es_proc``) also get a row pooled over every load (``load == "all"``),
 as the paper's Table 5 does ("processing delay ... is independent of network conditions and used
 across the table").
@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import COMPONENTS, Results, file_label
+from analysis.stats import STAT_COLUMNS, stat_row
 
 PROCESSING = ("md_proc", "es_proc")
 POOLED = "all"
 P99_MIN_FRAMES = 100
 P90_MIN_FRAMES = 10
 LOAD_TOLERANCE_PCT = 10.0
-STAT_COLUMNS = ("n", "mean", "std", "p50", "p90", "p99", "min", "max")
 COMPONENT_TITLES = {"md_proc": "MD processing", "es_proc": "ES processing",
                     "comm": "Communication", "total": "Total"}
 FLAG_TEXT = {
@@ -39,17 +39,6 @@ FLAG_TEXT = {
     "load-missed": f"achieved competing load missed the asked one by more than {LOAD_TOLERANCE_PCT:g}%",
     "cpu-saturated": "a host's load average exceeded its cores during the step",
 }
-
-
-def describe(values) -> dict[str, float]:
-    """n, mean, std (ddof=1), p50, p90, p99, min, max of the finite values (NaN if none)."""
-    a = np.asarray(values, dtype=float)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return dict(n=0, **{k: np.nan for k in STAT_COLUMNS[1:]})
-    p50, p90, p99 = np.percentile(a, (50, 90, 99))
-    return dict(n=int(a.size), mean=float(a.mean()), std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-                p50=float(p50), p90=float(p90), p99=float(p99), min=float(a.min()), max=float(a.max()))
 
 
 def _config_order(results: Results) -> dict[tuple[str, str], int]:
@@ -88,12 +77,12 @@ def component_stats(results: Results, pool_processing: bool = True) -> pd.DataFr
     for (run, config, load), g in f.groupby(["run", "config", "load"], sort=False):
         for comp in COMPONENTS:
             rows.append(dict(run=run, config=config, mode=g["mode"].iloc[0], load=load,
-                             component=comp, **describe(g[comp])))
+                             component=comp, **stat_row(g[comp])))
     if pool_processing:
         for (run, config), g in f.groupby(["run", "config"], sort=False):
             for comp in PROCESSING:
                 rows.append(dict(run=run, config=config, mode=g["mode"].iloc[0], load=POOLED,
-                                 component=comp, **describe(g[comp])))
+                                 component=comp, **stat_row(g[comp])))
     out = pd.DataFrame(rows, columns=["run", "config", "mode", "load", "component", *STAT_COLUMNS])
     out = out[out["n"] > 0].reset_index(drop=True)
     flags = _step_flags(results)

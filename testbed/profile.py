@@ -18,7 +18,6 @@ machine. To model an MD-ES pair, profile each machine and combine them (``analys
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import socket
@@ -48,12 +47,12 @@ MAX_MESSAGE_BYTES = 1 << 30
 def configurations(model: str, n_ch: int = 12, names: list[str] | None = None) -> list[Configuration]:
     """The Table 5 configurations of ``model`` that can run (all five with a student head; else
     md-only, es-only and org-split2), optionally only those in ``names``."""
-    presets = table5(model, n_ch)
+    table = table5(model, n_ch)
     if names:
-        unknown = [n for n in names if n not in presets]
+        unknown = [n for n in names if n not in table]
         if unknown:
-            raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(presets)}")
-    return [c for c in presets.values() if not c.problems() and (not names or c.name in names)]
+            raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(table)}")
+    return [c for c in table.values() if not c.problems() and (not names or c.name in names)]
 
 
 def _median_s(fn: Callable[[int, Any], Any], frames: list[Frame], n: int, warmup: int) -> tuple[float, list[float]]:
@@ -169,7 +168,3 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
             lines.append(f"{model:13s} {name:17s} {p['mode']:4s} {p['md_s'] * 1e3:9.1f} {es:>9s} "
                          f"{p['wire_bytes']:9.0f} {head} {tail}")
     return lines
-
-
-def load_profile_json(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
