@@ -26,7 +26,7 @@ examples:
   testbed run --resume results/<run>        finish an interrupted sweep
   testbed demo                              five Table 5 configurations over loopback
   testbed tail --host 0.0.0.0 --port 5500   serve tails on an edge server
-  testbed head --connect 198.19.0.2:5500 --preset mimic-bottleneck --records frames.csv
+  testbed head --connect 198.19.0.2:5500 --configuration mimic-bottleneck --records frames.csv
   testbed models densenet201                split points and their output sizes
 
 Each subcommand has its own --help.
@@ -34,15 +34,17 @@ Each subcommand has its own --help.
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (a Table 5 preset, or explicit fields, or JSON)")
-    g.add_argument("--preset", help="md-only | es-only | org-split2 | mimic-split2 | mimic-bottleneck")
+    g = p.add_argument_group("configuration (one of Table 5's, or explicit fields, or JSON)")
+    g.add_argument("--configuration", "--preset", dest="configuration",
+                   help="one of Table 5's configurations: md-only | es-only | org-split2 | "
+                        "mimic-split2 | mimic-bottleneck (--preset: the old name of this option)")
     g.add_argument("--config-json", help="a whole configuration as a JSON object")
     g.add_argument("--name", help="configuration name written in every record")
     g.add_argument("--mode", choices=["LC", "EC", "SC"])
     g.add_argument("--model", default="densenet201", help="torchvision model (default: densenet201)")
     g.add_argument("--kind", choices=["teacher", "student"], default="teacher")
     g.add_argument("--split", help="split point name or 1-based index (SC)")
-    g.add_argument("--n-ch", type=int, help="student bottleneck channels (default for presets: 12)")
+    g.add_argument("--n-ch", type=int, help="student bottleneck channels (default for Table 5's configurations: 12)")
     g.add_argument("--no-quantize", action="store_true", help="SC: send float32, not 8-bit")
     g.add_argument("--compression", choices=["none", "zlib"], default="none")
     g.add_argument("--jpeg-quality", type=int, default=95)
@@ -63,13 +65,14 @@ def _config_from_args(args: argparse.Namespace):
             return Configuration.from_dict(data).validated()
         except (TypeError, ValueError) as exc:
             raise SystemExit(f"--config-json: {exc}")
-    if args.preset:
-        presets = table5(args.model, args.n_ch or 12)
-        if args.preset not in presets:
-            raise SystemExit(f"--preset: expected one of {', '.join(presets)}, got {args.preset!r}")
-        return presets[args.preset].validated()
+    if args.configuration:
+        table = table5(args.model, args.n_ch or 12)
+        if args.configuration not in table:
+            raise SystemExit(f"--configuration: expected one of {', '.join(table)}, "
+                             f"got {args.configuration!r}")
+        return table[args.configuration].validated()
     if not args.mode:
-        raise SystemExit("give --preset, --config-json, or at least --mode (LC, EC or SC)")
+        raise SystemExit("give --configuration, --config-json, or at least --mode (LC, EC or SC)")
     split = int(args.split) if args.split and args.split.isdigit() else args.split
     config = Configuration(
         name=args.name or f"{args.mode}-{args.model}", mode=args.mode, model=args.model,
@@ -127,17 +130,17 @@ def cmd_head(args) -> int:
 def cmd_demo(args) -> int:
     from tqdm import tqdm
 
-    from analysis.summary import format_table, summarize
+    from analysis.summary import format_summary_table, summarize
     from testbed.configs import table5
     from testbed.demo import run_demo
     from testbed.records import read_records
     from testbed.resultdir import FRAMES
 
-    presets = table5(args.model, args.n_ch)
-    unknown = [c for c in args.configs if c not in presets]
+    table = table5(args.model, args.n_ch)
+    unknown = [c for c in args.configs if c not in table]
     if unknown:
-        raise SystemExit(f"--configs: unknown {unknown}; choose from {', '.join(presets)}")
-    configs = [presets[c] for c in args.configs]
+        raise SystemExit(f"--configs: unknown {unknown}; choose from {', '.join(table)}")
+    configs = [table[c] for c in args.configs]
     bar = tqdm(total=len(configs) * (args.frames + args.warmup), unit="frame", dynamic_ncols=True,
                disable=None)
 
@@ -154,7 +157,7 @@ def cmd_demo(args) -> int:
     out = run_demo(configs, args.frames, args.warmup, Path(args.results), images=args.images,
                    threads=args.threads, seed=args.seed, on_frame=on_frame, on_config=on_config)
     bar.close()
-    print(format_table(summarize(read_records(out / FRAMES))))
+    print(format_summary_table(summarize(read_records(out / FRAMES))))
     print(f"\nresults: {out}")
     return 0
 
@@ -333,13 +336,13 @@ def _print_summary(out: Path, frames_per_step: int) -> None:
     """The run's table with its flagged cells marked, then one line: how many, and where to read why."""
     from analysis.cellflags import REASONS, flag_cells
     from analysis.load import load_results
-    from analysis.summary import format_table, summarize
+    from analysis.summary import format_summary_table, summarize
     from testbed.records import read_records
     from testbed.resultdir import FRAMES
 
     summaries = summarize(read_records(out / FRAMES))
     flagged = flag_cells(load_results(out), frames_per_step)
-    print(format_table(summaries, marks={(f.config, f.load): f.detail for f in flagged}))
+    print(format_summary_table(summaries, marks={(f.config, f.load): f.detail for f in flagged}))
     if not flagged:
         print(f"no cell flagged ({len(summaries)} cells)")
         return
@@ -368,13 +371,13 @@ def _lab_scenario(path: str):
 
 
 def cmd_lab_check(args) -> int:
-    from testbed.labcheck import failed, format_table, run_checks
+    from testbed.labcheck import failed, format_check_table, run_checks
 
     scenario = _lab_scenario(args.scenario)
     if scenario is None:
         return 2
     rows = run_checks(scenario, args.host or (), connect_timeout=args.connect_timeout)
-    print(format_table(rows))
+    print(format_check_table(rows))
     bad = failed(rows)
     print(f"\n{'NOT ready' if bad else 'ready'}: {sum(r.status == 'FAIL' for r in rows)} failed, "
           f"{sum(r.status == 'warn' for r in rows)} warnings")
@@ -384,7 +387,7 @@ def cmd_lab_check(args) -> int:
 def cmd_lab_deploy(args) -> int:
     from testbed.deploy import deploy
     from testbed.inventory import InventoryError
-    from testbed.labcheck import failed, format_table
+    from testbed.labcheck import failed, format_check_table
 
     scenario = _lab_scenario(args.scenario)
     if scenario is None:
@@ -396,7 +399,7 @@ def cmd_lab_deploy(args) -> int:
     except (InventoryError, RuntimeError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(format_table(rows))
+    print(format_check_table(rows))
     return 1 if failed(rows) else 0
 
 

@@ -271,7 +271,7 @@ def run_checks(scenario: Scenario, hosts: Sequence[str] = (), *,
     return rows
 
 
-def format_table(rows: Sequence[Check]) -> str:
+def format_check_table(rows: Sequence[Check]) -> str:
     headers = ("host", "role", "check", "status", "detail")
     widths = [max([len(headers[i])] + [len(str(getattr(r, f))) for r in rows])
               for i, f in enumerate(("host", "role", "check", "status"))]
