@@ -32,7 +32,7 @@ from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
 from testbed.hostset import HostSet
 from testbed.lab import capabilities, management, runs
-from testbed.lab.plan import HostPlan, LabPlan, LinkShape
+from testbed.lab.plan import HostPlan, LabPlan
 from testbed.lab.topology import EmulatedLab
 from testbed.scenario import Scenario
 
@@ -107,7 +107,7 @@ def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
     return LabPlan(
         run_id=run_id,
         hosts=tuple(HostPlan(h.name, h.role, cpu_fraction=h.cpu) for h in scenario.hosts),
-        medium=LinkShape(**scenario.link.shaping()),
+        medium=scenario.link.shape,
         sysctls=scenario.link.tcp.sysctls(),
     )
 
@@ -132,7 +132,7 @@ class EmulatedHosts(HostSet):
         log.info("WiFi radios (hwsim): %s (%s)", "on" if radios else "off", why)
         if self.choice["backend"] == "vm":
             from testbed.vm.lab import VmLab
-            from testbed.wifi import WifiSettings
+            from testbed.wifi_settings import WifiSettings
 
             self.lab: EmulatedLab | Any = VmLab(plan, self.run_dir / "vm",
                                                 accel=self.choice["accel"],

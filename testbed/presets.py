@@ -1,8 +1,8 @@
 """Link presets: the numbers an emulated link is shaped with, and where each number comes from.
 
 A preset describes one bottleneck: the medium that the mobile device (MD), the external node
-(ext) and the edge server (ES) share. Its fields mean, for whoever shapes it (netem, or tbf/htb
-where the kernel has no netem):
+(ext) and the edge server (ES) share. Its ``shape`` (a ``testbed.lab.plan.LinkShape``, what the
+lab's shapers take) holds, for whoever shapes it (netem, or tbf/htb where the kernel has no netem):
 
 rate_mbit        effective rate at which the bottleneck serialises *whole Ethernet frames* (netem's
                  ``rate`` counts the 14-byte Ethernet header, so TCP goodput is
@@ -26,56 +26,47 @@ fair_per_station True: each station has its own queue and the medium serves the 
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from testbed.lab.plan import LinkShape
+
 LINK_KINDS = ("wifi", "lte", "wired")
+
+SHAPING_FIELDS = tuple(f.name for f in fields(LinkShape) if f.name != "burst_bytes")
+"""The shape's fields a preset sets and a scenario may override (``burst_bytes`` is left to the
+shaper: one frame plus 0.5 ms at the rate)."""
 
 
 @dataclass(frozen=True)
 class LinkPreset:
     name: str
     kind: str
-    rate_mbit: float
-    delay_ms: float
-    jitter_ms: float
-    loss_pct: float
-    queue_packets: int
-    overhead_bytes: int
-    fair_per_station: bool
+    shape: LinkShape
     source: str
     why: str
-
-
-SHAPING_FIELDS = (
-    "rate_mbit",
-    "delay_ms",
-    "jitter_ms",
-    "loss_pct",
-    "queue_packets",
-    "overhead_bytes",
-    "fair_per_station",
-)
-"""The preset fields a scenario may override."""
 
 
 WIFI_80211G = LinkPreset(
     name="wifi-80211g",
     kind="wifi",
-    rate_mbit=24.0,
-    delay_ms=1.5,
-    jitter_ms=0.0,
-    loss_pct=0.0,
-    queue_packets=100,
-    overhead_bytes=0,
-    fair_per_station=False,
+    shape=LinkShape(
+        rate_mbit=24.0,
+        delay_ms=1.5,
+        jitter_ms=0.0,
+        loss_pct=0.0,
+        queue_packets=100,
+        overhead_bytes=0,
+        fair_per_station=False,
+    ),
     source=(
         "Paper Sec. V-D: hostapd AP, 802.11g, 54 Mbit/s maximum. Rate: 802.11g MAC throughput for "
         "1500-byte packets from the IEEE 802.11 ERP-OFDM timings (computed in this module's "
         "comments): 30.5 Mbit/s with short slots, 24.1 with long slots, before collisions and "
-        "retries; notes/vm-shaping-box.md measured about 28 Mbit/s (CPU-bound) over "
-        "mac80211_hwsim and validated netem at 24 Mbit/s. Queue: of the order of a WiFi "
+        "retries. In the AP VM, netem at 24 Mbit/s gives the expected 22.95 Mbit/s of TCP "
+        "goodput, and mac80211_hwsim radios carry 14-28 Mbit/s (CPU-bound, "
+        "docs/link-emulation-without-netem.md). Queue: of the order of a WiFi "
         "driver's per-access-category queue (ath9k: ATH_MAX_QDEPTH = 512/4 - 5 = 123 frames)."
     ),
     why=(
@@ -113,18 +104,20 @@ WIFI_80211G = LinkPreset(
 LTE_SRSRAN = LinkPreset(
     name="lte-srsran",
     kind="lte",
-    rate_mbit=3.0,
-    delay_ms=12.0,
-    jitter_ms=0.0,
-    loss_pct=0.0,
-    queue_packets=128,
-    overhead_bytes=0,
-    fair_per_station=True,
+    shape=LinkShape(
+        rate_mbit=3.0,
+        delay_ms=12.0,
+        jitter_ms=0.0,
+        loss_pct=0.0,
+        queue_packets=128,
+        overhead_bytes=0,
+        fair_per_station=True,
+    ),
     source=(
         "Paper Sec. V-D: srsLTE eNodeB and UEs on USRP B210/B200mini, maximum data rate 3 Mbit/s, "
         "fair scheduling of resource blocks to the two UEs. Delay: srsLTE/srsRAN 4G ping RTT "
-        "UE-EPC of about 16-36 ms reported by users (github.com/srsran/srsRAN_4G issues #268, "
-        "#682), mostly uplink scheduling request + grant. Queue: srsLTE 19.x "
+        "UE-EPC of about 16-36 ms reported by users on the srsRAN 4G issue tracker, "
+        "mostly uplink scheduling request + grant. Queue: srsLTE 19.x "
         "lib/include/srslte/interfaces/rrc_interface_types.h, RLC_TX_QUEUE_LEN = 128 SDUs per "
         "bearer (the UE's uplink RLC buffer)."
     ),
@@ -146,13 +139,15 @@ LTE_SRSRAN = LinkPreset(
 WIRED = LinkPreset(
     name="wired",
     kind="wired",
-    rate_mbit=100.0,
-    delay_ms=0.1,
-    jitter_ms=0.0,
-    loss_pct=0.0,
-    queue_packets=1000,
-    overhead_bytes=0,
-    fair_per_station=False,
+    shape=LinkShape(
+        rate_mbit=100.0,
+        delay_ms=0.1,
+        jitter_ms=0.0,
+        loss_pct=0.0,
+        queue_packets=1000,
+        overhead_bytes=0,
+        fair_per_station=False,
+    ),
     source=(
         "Fast Ethernet (IEEE 802.3 100BASE-TX) through one switch or router; queue = Linux's "
         "default txqueuelen of 1000 packets."
@@ -190,49 +185,27 @@ class TcpSettings:
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """A scenario's link: a preset with the scenario's overrides applied."""
+    """A scenario's link: a preset's shape with the scenario's overrides applied."""
 
     kind: str
     preset: str
-    rate_mbit: float
-    delay_ms: float
-    jitter_ms: float
-    loss_pct: float
-    queue_packets: int
-    overhead_bytes: int
-    fair_per_station: bool
+    shape: LinkShape
     tcp: TcpSettings = field(default_factory=TcpSettings)
     overrides: tuple[str, ...] = ()
-    """Fields whose value differs from the preset's."""
+    """Shape fields whose value differs from the preset's."""
     source: str = field(default="", compare=False)
     why: str = field(default="", compare=False)
 
     @property
     def capacity_mbit(self) -> float:
         """The rate competing loads are compared with (a load above it saturates the medium)."""
-        return self.rate_mbit
-
-    def transfer_floor_s(
-        self, payload_bytes: int, mss: int = 1448, header_bytes: int = 66
-    ) -> float:
-        """Physical floor of one TCP message: wire bytes x 8 / rate + one RTT.
-
-        ``header_bytes`` per segment: Ethernet 14 + IP 20 + TCP 20 + timestamps 12. A measured
-        transfer well under this floor means the shaper let a burst through at line rate.
-        """
-        segments = max(1, math.ceil(payload_bytes / mss))
-        wire = payload_bytes + segments * (header_bytes + self.overhead_bytes)
-        return wire * 8 / (self.rate_mbit * 1e6) + 2 * self.delay_ms / 1e3
-
-    def shaping(self) -> dict[str, Any]:
-        """The shaping values alone: ``testbed.lab.plan.LinkShape(**spec.shaping())``."""
-        return {name: getattr(self, name) for name in SHAPING_FIELDS}
+        return self.shape.rate_mbit
 
     def to_dict(self) -> dict[str, Any]:
-        """The link section that reproduces this spec (all values explicit)."""
+        """The link section that reproduces this spec (all values explicit, flat as in YAML)."""
         out: dict[str, Any] = {"kind": self.kind, "preset": self.preset}
         for name in SHAPING_FIELDS:
-            out[name] = getattr(self, name)
+            out[name] = getattr(self.shape, name)
         out["tcp"] = asdict(self.tcp)
         return out
 
@@ -265,7 +238,7 @@ def resolve_link(link_section: Mapping[str, Any]) -> LinkSpec:
     unknown = set(section) - set(SHAPING_FIELDS)
     if unknown:
         raise ValueError(f"unknown link keys {sorted(unknown)}; expected {SHAPING_FIELDS}")
-    values = {n: getattr(preset, n) for n in SHAPING_FIELDS}
+    values: dict[str, Any] = {}
     for key, value in section.items():
         if value is None:
             continue
@@ -276,14 +249,14 @@ def resolve_link(link_section: Mapping[str, Any]) -> LinkSpec:
         else:
             value = float(value)
         values[key] = value
-    overrides = tuple(n for n in SHAPING_FIELDS if values[n] != getattr(preset, n))
+    shape = dataclasses.replace(preset.shape, **values)
+    overrides = tuple(n for n in SHAPING_FIELDS if getattr(shape, n) != getattr(preset.shape, n))
     return LinkSpec(
         kind=kind,
         preset=name,
+        shape=shape,
         tcp=tcp,
         overrides=overrides,
         source=preset.source,
         why=preset.why,
-        **values,
     )
-

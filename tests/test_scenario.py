@@ -110,7 +110,7 @@ def test_sweeps_follow_the_paper():
     assert wifi.model == "densenet201" and (wifi.frames, wifi.warmup) == (100, 5)
     assert wifi.configuration("org-split2").split == "transition1"
     lte = load_scenario(SCENARIOS / "lte-load-sweep.yaml", cores=2)
-    assert lte.link.preset == "lte-srsran" and lte.link.fair_per_station
+    assert lte.link.preset == "lte-srsran" and lte.link.shape.fair_per_station
     assert max(lte.sweep.loads_mbit) == lte.link.capacity_mbit == 3.0
     assert not lte.warnings
 
@@ -325,12 +325,13 @@ def test_emulated_host_names_fit_interface_names():
 
 
 def test_link_spec_feeds_the_lab_shaper():
-    plan = pytest.importorskip("testbed.lab.plan")
+    from testbed.lab.plan import LinkShape
+
     for preset in presets.PRESETS.values():
         spec = presets.resolve_link({"kind": preset.kind})
-        shape = plan.LinkShape(**spec.shaping())
-        assert (shape.rate_mbit, shape.queue_packets) == (preset.rate_mbit, preset.queue_packets)
-        assert shape.fair_per_station == preset.fair_per_station
+        assert isinstance(spec.shape, LinkShape) and spec.shape == preset.shape
+        assert spec.shape.burst_bytes is None  # the shaper's own default
+        assert set(spec.to_dict()) == {"kind", "preset", "tcp", *presets.SHAPING_FIELDS}
 
 
 def test_ext_host_needed_only_with_load():
@@ -388,7 +389,7 @@ def test_link_overrides_and_preset_kind():
                       "tcp": {"congestion_control": "reno"}}),
         cores=2,
     )
-    assert (s.link.rate_mbit, s.link.queue_packets, s.link.delay_ms) == (12.0, 50, 1.5)
+    assert (s.link.shape.rate_mbit, s.link.shape.queue_packets, s.link.shape.delay_ms) == (12.0, 50, 1.5)
     assert s.link.overrides == ("rate_mbit", "queue_packets")  # 1.5 ms is the preset's own value
     assert s.link.tcp.congestion_control == "reno" and s.link.tcp.slow_start_after_idle
     assert paths(minimal(link={"kind": "wifi", "preset": "lte-srsran"})) == ["link.preset"]
@@ -430,7 +431,7 @@ def test_round_trip_of_a_built_scenario_is_json():
     )
     d = scenario_to_dict(s)
     assert json.loads(json.dumps(d)) == d
-    assert d["link"]["rate_mbit"] == presets.WIFI_80211G.rate_mbit
+    assert d["link"]["rate_mbit"] == presets.WIFI_80211G.shape.rate_mbit
     assert parse_scenario(d, cores=2) == s
 
 
@@ -438,13 +439,10 @@ def test_presets_state_their_sources():
     for preset in presets.PRESETS.values():
         assert preset.source and preset.why and "\n" not in preset.why
         assert presets.DEFAULT_PRESET[preset.kind] == preset.name
-    assert not presets.WIFI_80211G.fair_per_station
-    assert presets.LTE_SRSRAN.fair_per_station and presets.LTE_SRSRAN.rate_mbit == 3.0
+    assert not presets.WIFI_80211G.shape.fair_per_station
+    assert presets.LTE_SRSRAN.shape.fair_per_station and presets.LTE_SRSRAN.shape.rate_mbit == 3.0
     link = presets.resolve_link({"kind": "lte", "delay_ms": 20})
-    assert link.delay_ms == 20.0 and link.overrides == ("delay_ms",)
-    # netem floor of a 10,092-byte bottleneck at 24 Mbit/s: ~3.5 ms + 3 ms of RTT
-    floor = presets.resolve_link({"kind": "wifi"}).transfer_floor_s(10092)
-    assert 0.006 < floor < 0.007
+    assert link.shape.delay_ms == 20.0 and link.overrides == ("delay_ms",)
 
 
 def test_result_folders_from_before_the_backend_key_resume_as_namespace(tmp_path):
