@@ -19,7 +19,6 @@ machine. To model an MD-ES pair, profile each machine and combine them (``analys
 from __future__ import annotations
 
 import logging
-import platform
 import socket
 import statistics
 import time
@@ -31,6 +30,7 @@ import torch
 from testbed import wire
 from testbed.configs import Configuration, table5
 from testbed.images import Frame, load_images
+from testbed.machine import cpu_model, usable_cores
 from testbed.models import catalog
 from testbed.models.split import build_split
 from testbed.payloads import es_input, es_predict, md_local, md_message
@@ -94,16 +94,6 @@ def time_configuration(config: Configuration, frames: list[Frame], n: int, warmu
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def profile_host(models: list[str], n: int = 10, warmup: int = 2, threads: int = 1,
                  images: str = "builtin", configs: list[str] | None = None, n_ch: int = 12,
                  seed: int = 0, on_config: Callable[[str, Configuration], None] | None = None) -> dict[str, Any]:
@@ -119,7 +109,7 @@ def profile_host(models: list[str], n: int = 10, warmup: int = 2, threads: int =
     data: dict[str, Any] = {
         "kind": PROFILE_KIND, "schema": PROFILE_SCHEMA, "created": now_utc(),
         "device": {"key": f"host-{host}", "name": f"{host} ({threads} thread{'s' if threads > 1 else ''})",
-                   "hardware": cpu_model(), "threads": threads, "cores": _cores()},
+                   "hardware": cpu_model(), "threads": threads, "cores": usable_cores()},
         "frames": n, "warmup": warmup, "images": images, "seed": seed,
         "versions": software_versions(),
         "note": ("MD and ES parts timed on this host, one after the other; medians in seconds. "
@@ -135,15 +125,6 @@ def profile_host(models: list[str], n: int = 10, warmup: int = 2, threads: int =
             entry["configs"][config.name] = time_configuration(config, pictures, n, warmup, seed)
         data["models"][model] = entry
     return data
-
-
-def _cores() -> int | None:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
 
 
 def write_profile(data: dict[str, Any], path: Path | str) -> Path:

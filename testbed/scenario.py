@@ -29,7 +29,6 @@ import dataclasses
 import ipaddress
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from testbed.configuration_section import parse_configurations
 from testbed.lab import names
 from testbed.lab_section import Lab, LabHost, parse_lab
 from testbed.link_section import parse_link
+from testbed.machine import usable_cores
 from testbed.models import catalog
 from testbed.presets import LinkSpec
 from testbed.roles import HOST_ROLES, check_roles
@@ -176,16 +176,6 @@ class Scenario:
             if c.name == name:
                 return c
         raise KeyError(name)
-
-
-# --------------------------------------------------------------------------- checking helpers
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- sections
@@ -387,7 +377,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     Raises ``ScenarioError`` with every problem found.
     """
     ck = Checker(source)
-    cores = cores or _cores()
+    cores = cores or usable_cores()
     top = ck.mapping(data, "", TOP_KEYS, required=("name", "link", "configurations"))
     if top is None:
         raise ScenarioError(ck.problems)
