@@ -274,7 +274,7 @@ def test_configuration_problems_carry_the_key_path():
     assert "did you mean 'mimic-bottleneck'?" in messages["configurations[5]"]
 
 
-def test_table5_preset_with_a_model_without_student():
+def test_table5_configuration_with_a_model_without_student():
     data = minimal(model="mobilenet_v2", configurations=["md-only", "mimic-bottleneck"])
     (p,) = problems_of(data)
     assert p.path == "configurations[1]"
