@@ -29,7 +29,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from testbed.lab.shaping import default_burst_bytes
+from testbed.lab.queue_math import default_burst_bytes
 from testbed.lab.plan import LabPlan, LinkShape
 from testbed.lab.topology import EmulatedLab
 from testbed.records import read_records

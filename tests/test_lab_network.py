@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.lab import capabilities, cleanup, cpu, names, netns, procs, runs, shaping
+from testbed.lab import capabilities, cleanup, cpu, names, netns, procs, queue_math, runs, shaping
 from testbed.lab.plan import HostPlan, LabError, LabPlan, LinkShape
 from testbed.lab.topology import EmulatedLab
 
@@ -31,7 +31,7 @@ from tests.childproc import restore_sigint
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
-FRAME = shaping.FRAME_BYTES
+FRAME = queue_math.FRAME_BYTES
 
 
 # --------------------------------------------------------------------------- gating
@@ -193,7 +193,7 @@ def test_plan_validation_and_address_plan() -> None:
         HostPlan("md", "md", sysctls={"kernel.pid_max": "1"})  # not per-namespace
     with pytest.raises(ValueError):
         LinkShape(rate_mbit=0)
-    assert shaping.expected_tcp_goodput_mbit(24) == pytest.approx(24 * 1448 / 1514)
+    assert queue_math.expected_tcp_goodput_mbit(24) == pytest.approx(24 * 1448 / 1514)
 
 
 def test_netem_request_encodes_as_intended() -> None:

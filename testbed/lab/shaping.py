@@ -21,21 +21,8 @@ no netem, fair             the HTB tree above with leaf ``pfifo limit Q``; delay
                            NOT applied.
 =========================  ==================================================================
 
-Token-bucket fidelity (tbf and htb). A bucket starts full, so after an idle period the first
-``burst`` bytes leave at line rate: a transfer of S bytes takes about (S - burst)*8/R instead of
-S*8/R. With a 16 KB burst a 10 KB tensor crosses a 24 Mbit/s link in 0.24 ms instead of 3.4 ms.
-The burst is therefore kept to what the kernel can work with: by default one full frame plus
-what the rate delivers in 0.5 ms of timer slack, ``(1514 + O) + R*0.5 ms`` (1702 B at 3 Mbit/s,
-2139 B at 10, 3014 B at 24 -- about two frames). The slack absorbs hrtimer lateness: with a
-bucket of exactly one frame, tokens that arrive while the dequeue timer is late overflow the full
-bucket and are lost (measured here: 24 Mbit/s gave 22.56 instead of 22.95 Mbit/s of TCP goodput,
-10 Mbit/s 9.46 instead of 9.56). tbf *drops* any packet larger than its bucket, so the bucket is
-never smaller than one frame, and its size is computed in kernel ticks rounded *up*. The report
-states ``small_transfer_optimism_ms`` = burst*8/R: small transfers are optimistic by up to that
-much. HTB lets a class run one packet into debt, so its optimism is (burst + one frame)*8/R.
-
-Both netem and tbf/htb charge whole Ethernet frames (skb->len incl. the 14-byte header, + O):
-expected TCP goodput is R * 1448/(1514 + O) (MSS 1448 with timestamps); the report gives it.
+Token-bucket sizes and what they cost in fidelity, the frame arithmetic and the per-station HTB
+tree's numbers are in ``testbed.lab.queue_math`` (shared with the VM backend).
 
 Segmentation offloads must be off on the path (the lab does that): a 64 KB GSO chunk is
 segmented by tbf against the bucket, but netem would serialise it as one unit.
@@ -53,7 +40,6 @@ set ``rate_overhead`` and rounds the bucket down (which makes tbf drop full-size
 from __future__ import annotations
 
 import ipaddress
-import math
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -65,13 +51,20 @@ from pyroute2.netlink.rtnl import RTM_NEWQDISC
 from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
 
 from testbed.lab.plan import LinkShape, ShapingReport, StationClass
+from testbed.lab.queue_math import (
+    FRAME_BYTES,
+    PSCHED_TICK_NS,
+    FairClass,
+    FairTree,
+    bytes_to_ticks,
+    default_burst_bytes,
+    expected_tcp_goodput_mbit,
+    fair_tree,
+    frame_cost,
+    rate_bytes,
+    ticks_to_bytes,
+)
 
-ETH_HEADER = 14
-IP_MTU = 1500
-FRAME_BYTES = IP_MTU + ETH_HEADER  # what a qdisc charges for a full-size packet on veth
-TCP_MSS_TS = 1448  # TCP payload of a full-size segment with the timestamp option
-TIMER_SLACK_S = 0.0005  # bucket room beyond one frame, as time at the shaped rate
-PSCHED_TICK_NS = 64  # kernel PSCHED_SHIFT = 6 (see /proc/net/psched)
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 TC_H_ROOT = 0xFFFFFFFF
@@ -105,35 +98,6 @@ def handle_str(h: int) -> str:
     if h == TC_H_CLSACT_EGRESS:
         return "clsact:egress"
     return f"{h >> 16:x}:{h & 0xFFFF:x}"
-
-
-def rate_bytes(rate_mbit: float) -> int:
-    return int(round(rate_mbit * 1e6 / 8))
-
-
-def frame_cost(overhead_bytes: int = 0) -> int:
-    """Bytes a qdisc charges for one full-size frame."""
-    return FRAME_BYTES + overhead_bytes
-
-
-def expected_tcp_goodput_mbit(rate_mbit: float, overhead_bytes: int = 0) -> float:
-    """Bulk TCP goodput through a rate R that charges whole frames (+ overhead)."""
-    return rate_mbit * TCP_MSS_TS / frame_cost(overhead_bytes)
-
-
-def bytes_to_ticks(nbytes: float, rate_Bps: float) -> int:
-    """Kernel psched ticks (64 ns) to send ``nbytes`` at ``rate_Bps``, rounded up (+1)."""
-    ns = nbytes / rate_Bps * 1e9
-    return int(math.ceil(ns / PSCHED_TICK_NS)) + 1
-
-
-def ticks_to_bytes(ticks: int, rate_Bps: float) -> float:
-    return ticks * PSCHED_TICK_NS * 1e-9 * rate_Bps
-
-
-def default_burst_bytes(rate_Bps: float, overhead_bytes: int = 0) -> int:
-    """One frame + what the rate delivers in ``TIMER_SLACK_S`` (see module docstring)."""
-    return frame_cost(overhead_bytes) + max(64, int(math.ceil(rate_Bps * TIMER_SLACK_S)))
 
 
 def _nlm_add_qdisc(
@@ -482,12 +446,8 @@ def apply_shape(
             )
             optimism_bytes = burst
         else:  # "htb" / "htb+netem"
-            burst = int(shape.burst_bytes or default_burst_bytes(rate_Bps, overhead))
-            burst = max(burst, frame)
-            optimism_bytes = _apply_htb(
-                ipr, index, shape, stations if shape.fair_per_station else (), match,
-                burst, overhead, netem, report,
-            )
+            tree = fair_tree(shape, stations if shape.fair_per_station else (), match)
+            optimism_bytes = _apply_htb(ipr, index, shape, tree, netem, report)
         # filters, as the kernel holds them (classid), with the match we installed (pyroute2
         # 0.9 decodes u32 keys 4 bytes off, so the keys themselves are not read back)
         if backend.startswith("htb"):
@@ -531,27 +491,27 @@ def _apply_htb(
     ipr: IPRoute,
     index: int,
     shape: LinkShape,
-    stations: Sequence[StationClass],
-    match: str,
-    burst: int,
-    overhead: int,
+    tree: FairTree,
     netem: bool,
     report: ShapingReport,
 ) -> int:
-    total = rate_bytes(shape.rate_mbit)
-    n = max(1, len(stations))
-    default_minor = 0xFFF
-    quantum = frame_cost(overhead)
-    ipr.tc("add", "htb", index, 0x10000, default=default_minor)
-    common = dict(burst=burst, cburst=burst, overhead=overhead, quantum=quantum)
+    """Build ``tree`` (:func:`testbed.lab.queue_math.fair_tree`) with netem or pfifo leaves."""
+    total = tree.rate_Bps
+    ipr.tc("add", "htb", index, 0x10000, default=tree.default.minor)
+    common = dict(burst=tree.burst_bytes, cburst=tree.burst_bytes, overhead=tree.overhead_bytes,
+                  quantum=tree.quantum_bytes)
     ipr.tc("add-class", "htb", index, 0x10001, parent=0x10000, rate=total, ceil=total, **common)
 
-    def leaf(classid: int, handle: int) -> str:
+    def add_class(c: FairClass) -> str:
+        classid = 0x10000 | c.minor
+        ipr.tc("add-class", "htb", index, classid, parent=0x10001, rate=c.rate_Bps,
+               ceil=c.ceil_Bps, **common)
+        handle = c.minor << 16
         if netem:
             _nlm_add_qdisc(
                 ipr, "netem", index, handle, classid,
                 _netem_options(
-                    rate_Bps=None, overhead=overhead, delay_ms=shape.delay_ms,
+                    rate_Bps=None, overhead=tree.overhead_bytes, delay_ms=shape.delay_ms,
                     jitter_ms=shape.jitter_ms, loss_pct=shape.loss_pct,
                     limit_packets=shape.queue_packets,
                 ),
@@ -560,51 +520,25 @@ def _apply_htb(
         ipr.tc("add", "pfifo", index, handle, parent=classid, limit=shape.queue_packets)
         return "pfifo"
 
-    share = total // n
-    classes = []
-    for i, st in enumerate(stations):
-        minor = 0x10 + i
-        classid = 0x10000 | minor
+    offset = 12 if tree.match == "src" else 16
+    for c in tree.stations:
+        add_class(c)
+        net = ipaddress.ip_network(c.network)
         ipr.tc(
-            "add-class", "htb", index, classid, parent=0x10001, rate=share, ceil=total, **common
-        )
-        leaf(classid, (0x10 + i) << 16)
-        net = ipaddress.ip_network(st.network)
-        offset = 12 if match == "src" else 16
-        ipr.tc(
-            "add-filter",
-            "u32",
-            index,
-            parent=0x10000,
-            prio=1,
-            protocol=ETH_P_IP,
-            target=classid,
+            "add-filter", "u32", index, parent=0x10000, prio=1, protocol=ETH_P_IP,
+            target=0x10000 | c.minor,
             keys=[f"0x{int(net.network_address):08x}/0x{int(net.netmask):08x}+{offset}"],
         )
-        classes.append(
-            {"station": st.name, "classid": handle_str(classid), "match": f"{match} {net}",
-             "rate_mbit": share * 8 / 1e6, "ceil_mbit": shape.rate_mbit}
-        )
-    # unclassified traffic (ARP, the AP's own packets, or everything without per-station
-    # classes): a small guaranteed rate, may borrow up to the total
-    if stations:
-        d_rate = max(1000, total // 100)
-    else:
-        d_rate = total
-    ipr.tc(
-        "add-class", "htb", index, 0x10000 | default_minor, parent=0x10001,
-        rate=d_rate, ceil=total, **common,
-    )
-    leaf_kind = leaf(0x10000 | default_minor, default_minor << 16)
+    leaf_kind = add_class(tree.default)
     report.applied.update(
         rate_mbit=shape.rate_mbit,
-        overhead_bytes=overhead,
-        burst_bytes=burst,
-        cburst_bytes=burst,
+        overhead_bytes=tree.overhead_bytes,
+        burst_bytes=tree.burst_bytes,
+        cburst_bytes=tree.burst_bytes,
         queue_limit_packets=shape.queue_packets,
-        queue_limit_scope="per class" if stations else "shared",
-        per_station_classes=classes,
-        default_class=handle_str(0x10000 | default_minor),
+        queue_limit_scope="per class" if tree.stations else "shared",
+        per_station_classes=tree.report_classes(),
+        default_class=tree.default.classid,
         leaf_qdisc=leaf_kind,
     )
     if netem:
@@ -612,4 +546,4 @@ def _apply_htb(
             delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms, loss_pct=shape.loss_pct
         )
         report.notes.append("rate by HTB (token bucket), delay/jitter/loss by netem leaves")
-    return burst + frame_cost(overhead)
+    return tree.optimism_bytes

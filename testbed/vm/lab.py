@@ -40,7 +40,6 @@ namespaces, namespaces, cgroups, run record). A killed run is cleaned by ``testb
 from __future__ import annotations
 
 import csv
-import ipaddress
 import json
 import logging
 import os
@@ -54,7 +53,6 @@ from typing import Any, Callable
 from pyroute2 import IPRoute
 
 from testbed.lab import cleanup, cpu, names, netns, procs, runs
-from testbed.lab import shaping as lab_shaping
 from testbed.lab.plan import (
     RECORDED_SYSCTLS,
     HostState,
@@ -66,6 +64,7 @@ from testbed.lab.plan import (
     StationClass,
     address_plan,
 )
+from testbed.lab.queue_math import expected_tcp_goodput_mbit, fair_tree, frame_cost
 from testbed.lab.topology import (
     SigtermGuard,
     disable_offloads,
@@ -77,7 +76,7 @@ from testbed.vm import shaping
 from testbed.vm.boot import AccessPointVm, VmNic
 from testbed.vm.build import VmImage, build_image
 from testbed.vm.radio import NO_AIRTIME_NOTE, HwsimWifi, StationPlan
-from testbed.wifi_settings import WifiSettings
+from testbed.wifi import WifiSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +91,8 @@ NETEM_ONLY_NOTE = ("WiFi without radios (hwsim: false): the medium is netem only
                    "association; the station NICs are routed directly by the VM")
 
 
-def _bits(rate_mbit: float) -> str:
-    return f"{int(round(rate_mbit * 1e6))}bit"
+def _bits(rate_Bps: int) -> str:
+    return f"{rate_Bps * 8}bit"
 
 
 # --------------------------------------------------------------------------- shaping in the VM
@@ -141,45 +140,37 @@ def _apply_fifo(vm: AccessPointVm, dev: str, shape: LinkShape) -> list[list[str]
 
 def _apply_fair(vm: AccessPointVm, dev: str, shape: LinkShape, stations: list[StationClass],
                 match: str, report: ShapingReport) -> tuple[list[list[str]], int]:
-    """HTB: 1:1 = R; one class per station (R/n, ceil R) + 1:fff default; netem leaves."""
-    burst = int(shape.burst_bytes or lab_shaping.default_burst_bytes(
-        lab_shaping.rate_bytes(shape.rate_mbit), shape.overhead_bytes))
-    burst = max(burst, lab_shaping.frame_cost(shape.overhead_bytes))
-    common = ["burst", f"{burst}b", "cburst", f"{burst}b",
-              "quantum", str(lab_shaping.frame_cost(shape.overhead_bytes))]
-    if shape.overhead_bytes:
-        common += ["overhead", str(int(shape.overhead_bytes))]
+    """The HTB tree of :func:`testbed.lab.queue_math.fair_tree` with netem leaves, as ``tc``."""
+    tree = fair_tree(shape, stations, match)
+    common = ["burst", f"{tree.burst_bytes}b", "cburst", f"{tree.burst_bytes}b",
+              "quantum", str(tree.quantum_bytes)]
+    if tree.overhead_bytes:
+        common += ["overhead", str(tree.overhead_bytes)]
     leaf = _netem_for(shape, rate=False).tc_args()
-    total = shape.rate_mbit
+    total = _bits(tree.rate_Bps)
     cmds = [[TC, "qdisc", "del", "dev", dev, "root"]]
     vm.run(cmds[0], timeout=20, check=False)
-    cmds += [[TC, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "fff"],
+    cmds += [[TC, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default",
+              f"{tree.default.minor:x}"],
              [TC, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
-              "rate", _bits(total), "ceil", _bits(total), *common]]
-    classes = []
-    share = total / max(1, len(stations))
-    for i, st in enumerate(stations):
-        minor = f"{0x10 + i:x}"
-        net = ipaddress.ip_network(st.network)
-        cmds += [[TC, "class", "add", "dev", dev, "parent", "1:1", "classid", f"1:{minor}", "htb",
-                  "rate", _bits(share), "ceil", _bits(total), *common],
-                 [TC, "qdisc", "add", "dev", dev, "parent", f"1:{minor}", "handle", f"{minor}:",
-                  *leaf],
-                 [TC, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
-                  "u32", "match", "ip", match, str(net), "flowid", f"1:{minor}"]]
-        classes.append({"station": st.name, "classid": f"1:{minor}", "match": f"{match} {net}",
-                        "rate_mbit": share, "ceil_mbit": total})
-    default_rate = max(0.008, total / 100) if stations else total
-    cmds += [[TC, "class", "add", "dev", dev, "parent", "1:1", "classid", "1:fff", "htb",
-              "rate", _bits(default_rate), "ceil", _bits(total), *common],
-             [TC, "qdisc", "add", "dev", dev, "parent", "1:fff", "handle", "fff:", *leaf]]
+              "rate", total, "ceil", total, *common]]
+    for c in (*tree.stations, tree.default):
+        cmds += [[TC, "class", "add", "dev", dev, "parent", "1:1", "classid", c.classid, "htb",
+                  "rate", _bits(c.rate_Bps), "ceil", _bits(c.ceil_Bps), *common],
+                 [TC, "qdisc", "add", "dev", dev, "parent", c.classid, "handle", f"{c.minor:x}:",
+                  *leaf]]
+        if c.station is not None:
+            cmds.append([TC, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip",
+                         "prio", "1", "u32", "match", "ip", match, c.network,
+                         "flowid", c.classid])
     for argv in cmds[1:]:
         vm.run(argv, timeout=20)
-    report.applied.update(per_station_classes=classes, default_class="1:fff", leaf_qdisc="netem",
-                          burst_bytes=burst, cburst_bytes=burst,
+    report.applied.update(per_station_classes=tree.report_classes(),
+                          default_class=tree.default.classid, leaf_qdisc="netem",
+                          burst_bytes=tree.burst_bytes, cburst_bytes=tree.burst_bytes,
                           queue_limit_scope="per class" if stations else "shared")
     report.notes.append("rate by HTB (token bucket), delay/jitter/loss/queue by netem leaves")
-    return cmds, burst + lab_shaping.frame_cost(shape.overhead_bytes)
+    return cmds, tree.optimism_bytes
 
 
 def read_back(vm: AccessPointVm, dev: str) -> dict[str, Any]:
@@ -248,10 +239,10 @@ def shape_queue(vm: AccessPointVm, label: str, feeds: list[str], ifb: str, shape
     if mismatch:
         raise LabError(f"{label}: the VM does not hold what was asked: {'; '.join(mismatch)}\n"
                        f"{back['tc_s_qdisc']}")
-    frame = lab_shaping.frame_cost(shape.overhead_bytes)
+    frame = frame_cost(shape.overhead_bytes)
     report.expected = {
         "frame_bytes_charged": frame,
-        "tcp_goodput_mbit": round(lab_shaping.expected_tcp_goodput_mbit(
+        "tcp_goodput_mbit": round(expected_tcp_goodput_mbit(
             shape.rate_mbit, shape.overhead_bytes), 3),
         "small_transfer_optimism_bytes": optimism,
         "small_transfer_optimism_ms": round(optimism * 8 / (shape.rate_mbit * 1e3), 3),
