@@ -65,9 +65,8 @@ class Lab:
     kind: str = "emulated"
     """``emulated`` (namespaces on this machine) or ``real`` (the inventory in ``hosts``)."""
     hosts: tuple[LabHost, ...] = ()
-    radio: Any = None
-    """Real WiFi or LTE lab: ``testbed.wifi_settings.WifiSettings`` or
-    ``testbed.lte_settings.LteSettings`` (defaults filled in); ``None`` otherwise."""
+    radio: wifi_settings.WifiSettings | lte_settings.LteSettings | None = None
+    """A real WiFi or LTE lab's radio settings (defaults filled in); ``None`` otherwise."""
 
 
 LAB_KEYS = ("hosts", "radio")
