@@ -287,11 +287,14 @@ def cmd_run(args) -> int:
         except BaseException as exc:
             if stage != "steps":  # no step ran: the result folder says why
                 interrupted = isinstance(exc, KeyboardInterrupt)
-                record_unstarted(
-                    out, scenario, run_id, status="interrupted" if interrupted else "failed",
-                    failure=start_failure(stage, "interrupted (SIGINT)" if interrupted else exc,
-                                          getattr(exc, "fix", "")),
-                    lab={"backend": hosts.choice} if hasattr(hosts, "choice") else None)
+                try:
+                    record_unstarted(
+                        out, scenario, run_id, status="interrupted" if interrupted else "failed",
+                        failure=start_failure(stage, "interrupted (SIGINT)" if interrupted else exc,
+                                              getattr(exc, "fix", "")),
+                        lab={"backend": hosts.choice} if hasattr(hosts, "choice") else None)
+                except OSError as err:  # the run's own error is what to report
+                    logging.getLogger("testbed").warning("cannot write %s: %s", out / MANIFEST, err)
             raise
     except preflight.PreflightError as exc:
         frame_bar.close()
