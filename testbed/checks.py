@@ -82,6 +82,14 @@ def suggest(word: Any, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _quoting_helps(value: Any, pattern: re.Pattern[str] | None) -> bool:
+    """True if ``value`` is a number YAML read from digits that, quoted, ``pattern`` accepts
+    (``mcc: 001`` arrives as 1; with leading zeros restored it is a valid '001')."""
+    if pattern is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return False
+    return any(pattern.match("0" * zeros + str(value)) for zeros in range(4))
+
+
 class Checker:
     """Collects the problems and warnings of one file (``source``)."""
 
@@ -173,8 +181,8 @@ class Checker:
     ) -> Any:
         if not isinstance(value, str):
             hint = ""
-            if isinstance(value, int) and not isinstance(value, bool) and pattern is not None:
-                hint = " (YAML reads unquoted digits as a number: quote it, e.g. '001')"
+            if _quoting_helps(value, pattern):
+                hint = " (YAML reads unquoted digits as a number: quote it)"
             return self.error(path, f"expected {what or 'a string'}, got {describe(value)}{hint}")
         if choices is not None and value not in choices:
             return self.error(
@@ -182,7 +190,8 @@ class Checker:
                 f"expected one of {', '.join(choices)}, got {value!r}{suggest(value, choices)}",
             )
         if not value:
-            return self.error(path, f"expected {what or 'a non-empty string'}, got ''")
+            expected = what or "a non-empty string"
+            return self.error(path, f"expected {expected}, got {describe(value)}")
         if pattern is not None and not pattern.match(value):
             return self.error(path, f"expected {what or pattern.pattern}, got {value!r}")
         return value

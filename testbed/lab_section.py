@@ -55,7 +55,8 @@ class LabHost:
     torch_threads: int | None = None
     """``None``: torch's own default on that host."""
     radio: dict[str, Any] = field(default_factory=dict, hash=False)
-    """LTE radio of this host (``device_name``, ``device_args``, gains): see ``testbed.lte_settings``."""
+    """LTE radio of this host (``device_name``, ``device_args``, gains): see
+    ``testbed.lte_settings``."""
     tools: dict[str, str] = field(default_factory=dict, hash=False)
     """Tool name (``hostapd``, ``srsenb``...) -> path on the host; default: found on its PATH."""
 

@@ -137,7 +137,9 @@ def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
         "pkg/a.py": "def f():\n    from pkg import b\n",
         "pkg/b.py": "from .sub import c\n",
         "pkg/sub/__init__.py": "from . import d\n",
-        "pkg/sub/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n",
+        "pkg/sub/c.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n"
+        ),
         "pkg/sub/d.py": "import pkg.sub.c as c_module\nfrom .. import missing_name\n",
     }
     for rel, text in files.items():

@@ -192,6 +192,22 @@ def test_malformed_scenario_reports_every_problem(tmp_path):
     assert f"{path}: sweep.direction: expected one of uplink, downlink, got 'sideways'" in lines
 
 
+def test_one_checker_words_the_scenario_and_its_radio_settings_alike():
+    lab_hosts = [{"name": n, "role": n, "address": f"10.1.0.{i}", "user": "u",
+                  "host_key": "ssh-ed25519 AAAA"} for i, n in enumerate(("md", "es", "enb"), 2)]
+    data = minimal(name=5, hosts=None, sweep={"packet_bytes": 10},
+                   link={"kind": "lte"}, lab={"hosts": lab_hosts, "radio": {"tac": -1, "mcc": 1}})
+    by_path = {p.path: p.message for p in problems_of(data)}
+    assert by_path["sweep.packet_bytes"] == "expected an integer from 64 to 65507, got 10"
+    assert by_path["lab.radio.tac"] == "expected an integer from 0 to 65535, got -1"
+    # quoting is suggested where the quoted digits would be valid (001, a name), not elsewhere
+    assert by_path["lab.radio.mcc"].endswith("(YAML reads unquoted digits as a number: quote it)")
+    assert by_path["name"].endswith("got an integer (5) (YAML reads unquoted digits as a number: "
+                                    "quote it)")
+    host = {p.path: p.message for p in problems_of(minimal(hosts=[{"name": 7, "role": "md"}]))}
+    assert host["hosts[0].name"].endswith("got an integer (7)")
+
+
 def test_unknown_keys_suggest_the_close_name():
     data = minimal(sweep={"load_mbit": [0], "setle_s": 1})
     data["hosts"][0]["torch_thread"] = 2
