@@ -203,7 +203,8 @@ def test_which_checks_block_a_run():
 
 def test_require_names_every_failed_check_and_its_fix():
     caps = Capabilities((Capability("root", True, "euid 0"),
-                         Capability("sshd", False, "sshd not found", "apt-get install openssh-server"),
+                         Capability("sshd", False, "sshd not found",
+                                    "apt-get install openssh-server"),
                          Capability("iperf3", False, "iperf3 not found", "apt-get install iperf3")))
     assert [c.name for c in preflight.require(caps, ["root"])] == ["root"]
     with pytest.raises(preflight.PreflightError) as info:

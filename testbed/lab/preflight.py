@@ -2,9 +2,9 @@
 
 ``testbed.lab.capabilities`` says what the kernel and the installed tools *offer*; this module
 adds the checks of things a run *needs* that only fail once the lab is half up otherwise, and
-names, for one kind of run, the checks that block it (:func:`needed`). Each check is a plain function
-returning a :class:`~testbed.lab.capabilities.Capability` whose ``fix`` is one line saying what
-to do:
+names, for one kind of run, the checks that block it (:func:`needed`). Each check is a plain
+function returning a :class:`~testbed.lab.capabilities.Capability` whose ``fix`` is one line
+saying what to do:
 
 ``netns_exec``
     ``ip netns exec NS true`` in a throwaway namespace ``tb-<runid>-pf`` (registered like a lab
@@ -21,7 +21,6 @@ to do:
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import subprocess
@@ -30,8 +29,6 @@ from pathlib import Path
 
 from testbed.lab import cleanup, names, netns, runs
 from testbed.lab.capabilities import KERNEL_FIX, Capabilities, Capability
-
-log = logging.getLogger(__name__)
 
 PROBE_HOST = "pf"
 TUN = "/dev/net/tun"
@@ -59,7 +56,8 @@ def netns_exec() -> Capability:
         return Capability(name, False, "not checked: needs root", "run as root (sudo)")
     ip = shutil.which("ip")
     if ip is None:
-        return Capability(name, False, "ip (iproute2) not found in PATH", "apt-get install iproute2")
+        return Capability(name, False, "ip (iproute2) not found in PATH",
+                          "apt-get install iproute2")
     run_id = names.new_run_id()
     ns = names.namespace_name(run_id, PROBE_HOST)
     runs.register_run(run_id, kind="preflight")
@@ -106,8 +104,8 @@ def results_dir(root: str | os.PathLike) -> Capability:
         fd, probe = tempfile.mkstemp(prefix=".testbed-preflight-", dir=existing)
     except OSError as e:
         why = "is not writable" if existing == path else f"cannot be created in {existing}"
-        return Capability(name, False, f"{path} {why}: {e.strerror}",
-                          f"choose a writable folder with --results DIR, or make {existing} writable")
+        return Capability(name, False, f"{path} {why}: {e.strerror}", f"choose a writable "
+                          f"folder with --results DIR, or make {existing} writable")
     os.close(fd)
     os.unlink(probe)
     return Capability(name, True, f"{path} {'writable' if existing == path else 'can be created'}")
