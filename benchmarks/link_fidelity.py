@@ -31,7 +31,7 @@ from pathlib import Path
 
 from testbed.lab.queue_math import default_burst_bytes
 from testbed.lab.plan import LabPlan, LinkShape
-from testbed.lab.topology import EmulatedLab
+from testbed.lab.namespace_lab import NamespaceLab
 from testbed.records import read_records
 
 PROBE = str(Path(__file__).with_name("message_probe.py"))
@@ -40,7 +40,7 @@ HEADERS = 66  # Ethernet 14 + IPv4 20 + TCP 32 (with timestamps)
 PORT = 5600
 
 
-def transfer_times(lab: EmulatedLab, size: int, count: int, gap: float) -> list[float]:
+def transfer_times(lab: NamespaceLab, size: int, count: int, gap: float) -> list[float]:
     es = lab.address("es")
     server = lab.popen("es", [sys.executable, PROBE, "server", es, str(PORT)])
     try:
@@ -65,7 +65,7 @@ def link_table(count: int, gap: float) -> None:
     print(f"{'rate':>6} {'payload B':>9} {'median ms':>9} {'floor ms':>8} {'+hdr ms':>8} "
           f"{'ratio':>6} {'ratio+hdr':>9} {'burst B':>8}  shaping")
     for rate in (3.0, 24.0):
-        with EmulatedLab(LabPlan.star(LinkShape(rate_mbit=rate))) as lab:
+        with NamespaceLab(LabPlan.star(LinkShape(rate_mbit=rate))) as lab:
             report = lab.state.shaping[0].to_dict()
             kinds = "+".join(q.get("kind", "?") for q in report.get("qdiscs", [])) or "?"
             rtt = statistics.median(transfer_times(lab, 1, count, gap))

@@ -444,7 +444,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from testbed.emulated import choose_backend, default_radios
+    from testbed.emulated import default_radios
+    from testbed.lab.backends import choose as choose_backend
     from testbed.lab import preflight
     from testbed.lab.capabilities import detect
 
@@ -473,7 +474,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_clean(args) -> int:
     from testbed.lab import names
-    from testbed.lab.cleanup import clean
+    from testbed.lab.backends import clean
 
     if args.run_id is not None:
         try:

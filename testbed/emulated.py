@@ -1,6 +1,6 @@
 """The emulated lab as a set of SSH-reachable hosts: what the orchestrator drives.
 
-Bringing it up: the namespaces, veths, addresses and shaping of ``testbed.lab.topology``; a
+Bringing it up: the lab of the chosen backend (namespaces, veths, addresses, shaping); a
 management veth per host (``testbed.lab.management``); key material made for this run; one real
 sshd per namespace listening on its management address, its pid placed in the host's CPU cgroup
 (so every process started over SSH inherits the cap); one paramiko connection per host pinned to
@@ -9,19 +9,19 @@ that host's key. From then on the orchestrator uses exactly the code path of a r
 Teardown runs in reverse order on success, error and Ctrl-C (an ``ExitStack``), and the lab's
 own teardown kills whatever still runs inside its namespaces.
 
-Where the AP/eNB runs is the scenario's ``backend`` key of that host (:func:`choose_backend`):
-``namespace`` (``testbed.lab.topology.EmulatedLab``: the router is a namespace, host qdiscs --
-netem, or tbf/htb on kernels without it) or ``vm`` (``testbed.vm.lab.VmLab``: the router is a
-QEMU VM with Debian's kernel and real netem; the stations and the ES stay namespaces). Both
-labs offer the same small interface here (``address``, ``add_to_cpu_group``, ``state``); the VM
-lab also gives the AP's SSH connection (``host("ap")``: the VM, for load averages) and, before
-each step, QEMU's CPU use and the queues' counters (``step_conditions``).
+Where the AP/eNB runs is the scenario's ``backend`` key of that host, chosen and built through
+the backend registry (``testbed.lab.backends``): ``namespace`` (the router is a namespace, host
+qdiscs -- netem, or tbf/htb on kernels without it) or ``vm`` (the router is a QEMU VM with
+Debian's kernel and real netem; the stations and the ES stay namespaces). Every backend offers
+the same interface here (``testbed.lab.backends.Lab``: ``address``, ``add_to_cpu_group``,
+``state``, ``router_host``, ``describe``, ``conditions``); the VM gives the AP's SSH connection
+(``host("ap")``: the VM, for load averages) and, before each step, QEMU's CPU use and the
+queues' counters (``step_conditions``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,19 +31,14 @@ from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.hosts.sshd import SshdInstance
 from testbed.hostset import HostSet
-from testbed.lab import capabilities, management, runs
+from testbed.lab import backends, capabilities, management, runs
+from testbed.lab.base import LabSetup
 from testbed.lab.plan import HostPlan, LabPlan
-from testbed.lab.topology import EmulatedLab
 from testbed.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
 SSH_PORT = 22
-
-
-QEMU = "qemu-system-x86_64"
-NO_NETEM_WARNING = ("the host kernel has no sch_netem: the AP namespace shapes with tbf/htb, so "
-                    "delay, jitter and loss are NOT applied (rate and queue only)")
 
 
 def default_radios(accel: str | None) -> tuple[bool, str]:
@@ -52,35 +47,6 @@ def default_radios(accel: str | None) -> tuple[bool, str]:
         return True, "default with KVM: stations associate over hwsim radios in the VM"
     return False, ("default without KVM: netem only; under TCG the 802.11 path through hwsim is "
                    "CPU-bound below the WiFi presets' rates (set hwsim: true to use it anyway)")
-
-
-def choose_backend(requested: str, caps: Any = None) -> dict[str, Any]:
-    """Where the AP runs: ``{"requested", "backend": "namespace"|"vm", "reason", "warnings"}``.
-
-    ``auto``: host netem where the kernel has it; else the VM where QEMU is installed (KVM when
-    it works, TCG otherwise); else the namespace with tbf/htb and a warning.
-    """
-    caps = caps if caps is not None else capabilities.detect()
-    netem = caps.has("netem")
-    qemu = shutil.which(QEMU)
-    kvm = caps.has("kvm") if caps.get("kvm") is not None else False
-    out: dict[str, Any] = {"requested": requested, "host_netem": netem, "qemu": qemu,
-                           "kvm": kvm, "warnings": []}
-    if requested == "vm":
-        out.update(backend="vm", reason="backend: vm in the scenario")
-    elif requested == "namespace":
-        out.update(backend="namespace", reason="backend: namespace in the scenario")
-    elif netem:
-        out.update(backend="namespace", reason="auto: the host kernel has sch_netem")
-    elif qemu:
-        out.update(backend="vm", reason=f"auto: no sch_netem in the host kernel, {qemu} found: "
-                                        f"real netem in the AP VM ({'KVM' if kvm else 'TCG'})")
-    else:
-        out.update(backend="namespace", reason=f"auto: no sch_netem in the host kernel and no {QEMU}")
-    if out["backend"] == "namespace" and not netem:
-        out["warnings"].append(NO_NETEM_WARNING)
-    out["accel"] = ("kvm" if kvm else "tcg") if out["backend"] == "vm" else None
-    return out
 
 
 def wifi_radios(scenario: Scenario, router: Any, backend: str,
@@ -92,7 +58,7 @@ def wifi_radios(scenario: Scenario, router: Any, backend: str,
     (``benchmarks/vm_fidelity.py --modes wifi``). A namespace AP has no radios."""
     if scenario.link.kind != "wifi":
         return False, f"not a WiFi link ({scenario.link.kind})"
-    if backend != "vm":
+    if not backends.BACKENDS[backend].radios:
         if router.hwsim:
             log.warning("hwsim: true is not applied: the AP runs as a namespace, which has no "
                         "radios")
@@ -122,24 +88,18 @@ class EmulatedHosts(HostSet):
         router = next(h for h in scenario.hosts if h.role in ("ap", "enb"))
         self.router = router.name
         caps = capabilities.detect()
-        self.choice = choose_backend(router.backend, caps)
+        self.choice = backends.choose(router.backend, caps)
         for warning in self.choice["warnings"]:
             log.warning("%s", warning)
         log.info("AP backend: %s (%s)", self.choice["backend"], self.choice["reason"])
-        plan = lab_plan(scenario, run_id)
+        self.backend = backends.BACKENDS[self.choice["backend"]]
         radios, why = wifi_radios(scenario, router, self.choice["backend"], self.choice["accel"])
         self.choice.update(hwsim=radios, hwsim_reason=why)
         log.info("WiFi radios (hwsim): %s (%s)", "on" if radios else "off", why)
-        if self.choice["backend"] == "vm":
-            from testbed.vm.lab import VmLab
-            from testbed.wifi_settings import WifiSettings
-
-            self.lab: EmulatedLab | Any = VmLab(plan, self.run_dir / "vm",
-                                                accel=self.choice["accel"],
-                                                kind=scenario.link.kind, progress=log.info,
-                                                wifi=WifiSettings() if radios else None)
-        else:
-            self.lab = EmulatedLab(plan, capabilities=caps)
+        self.lab: backends.Lab = self.backend.make_lab(
+            lab_plan(scenario, run_id),
+            LabSetup(run_dir=self.run_dir, capabilities=caps, accel=self.choice["accel"],
+                     link_kind=scenario.link.kind, radios=radios, progress=log.info))
         self.python = sys.executable
         self.workdir = runs.host_workdir(run_id)
         self._hosts: dict[str, Host] = {}
@@ -148,10 +108,11 @@ class EmulatedHosts(HostSet):
 
     def _up(self) -> None:
         self._stack.enter_context(self.lab)
-        vm = self.choice["backend"] == "vm"
-        names = [h.name for h in self.scenario.hosts if not (vm and h.name == self.router)]
-        if vm:  # the AP is the VM: reached over its own management link, keys and pinned key
-            self._hosts[self.router] = self.lab.vm.host
+        router_host = self.lab.router_host()
+        if router_host is not None:  # e.g. the AP VM: its own management link, keys, pinned key
+            self._hosts[self.router] = router_host
+        names = [h.name for h in self.scenario.hosts
+                 if not (router_host is not None and h.name == self.router)]
         self._links = management.create(self.run_id, names)
         self._stack.callback(management.remove, self._links)
         private = self.run_dir / "private"
@@ -188,14 +149,12 @@ class EmulatedHosts(HostSet):
             "ssh": "one sshd per namespace on its management address, per-run keys, pinned host keys",
             "python": self.python,
         }
-        if self.choice["backend"] == "vm":
-            out["vm"] = self.lab.describe()
-            out["ssh"] += ("; the AP VM: dropbear on its own management /30, per-run keys, "
-                           "pinned host key")
+        if self.backend.manifest_key:
+            out[self.backend.manifest_key] = self.lab.describe()
+        if self.backend.ssh_note:
+            out["ssh"] += self.backend.ssh_note
         return out
 
     def step_conditions(self) -> dict[str, Any]:
         """Recorded before each step: the host load (and with the VM: QEMU's CPU, queue counters)."""
-        if self.choice["backend"] == "vm":
-            return self.lab.conditions()
-        return {"host_loadavg": list(os.getloadavg())}
+        return self.lab.conditions()

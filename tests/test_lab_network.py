@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.lab import capabilities, cleanup, cpu, names, netns, procs, queue_math, runs, shaping
+from testbed.lab import backends, capabilities, cleanup, cpu, names, netns, procs, queue_math, runs, shaping
 from testbed.lab.plan import HostPlan, LabError, LabPlan, LinkShape
-from testbed.lab.topology import EmulatedLab
+from testbed.lab.namespace_lab import NamespaceLab
 
 from tests.childproc import restore_sigint
 
@@ -114,7 +114,7 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str | Non
     return None
 
 
-def start_iperf_server(lab: EmulatedLab, host: str, port: int) -> subprocess.Popen:
+def start_iperf_server(lab: NamespaceLab, host: str, port: int) -> subprocess.Popen:
     """``iperf3 -s -1`` in ``host``; returns once it listens (bounded: 5 s)."""
     proc = lab.popen(host, ["iperf3", "-s", "-1", "--forceflush", "-B", lab.address(host),
                             "-p", str(port)],
@@ -266,7 +266,7 @@ def test_up_down_leaves_nothing(caps) -> None:
         HostPlan(h.name, h.role, cpu_fraction=0.3 if h.name == "md" else None,
                  sysctls={"net.ipv4.tcp_no_metrics_save": "1"} if h.name == "es" else ())
         for h in p.hosts), p.medium, sysctls=p.sysctls)
-    with EmulatedLab(p) as lab:
+    with NamespaceLab(p) as lab:
         st = lab.state
         assert st is not None
         assert set(netns.owned_namespaces(p.run_id)) == {lab.namespace(h) for h in
@@ -315,23 +315,23 @@ def test_up_down_leaves_nothing(caps) -> None:
 
 
 @lab_only
-@pytest.mark.parametrize("step", ["_create_links", "_disable_offloads", "_apply_shaping"])
+@pytest.mark.parametrize("step", ["_create_links", "_disable_offloads", "_shape"])
 def test_failure_mid_up_leaves_nothing(caps, monkeypatch, step) -> None:
     p = plan()
 
     def boom(self, *a, **k):
         raise RuntimeError(f"injected failure in {step}")
 
-    if step == "_apply_shaping":
+    if step == "_shape":
         # fail after the uplink is shaped: a half-made qdisc tree must go too
-        real = EmulatedLab._apply_shaping
+        real = NamespaceLab._shape
 
         def boom(self, *a, **k):  # noqa: F811
             real(self, *a, **k)
             raise RuntimeError("injected failure after shaping")
 
-    monkeypatch.setattr(EmulatedLab, step, boom)
-    lab = EmulatedLab(p, capabilities=caps)
+    monkeypatch.setattr(NamespaceLab, step, boom)
+    lab = NamespaceLab(p, capabilities=caps)
     with pytest.raises(RuntimeError, match="injected"):
         lab.up()
     assert leftovers(p.run_id) == {}
@@ -343,9 +343,9 @@ CHILD = textwrap.dedent(
     """
     import subprocess, sys, time
     from testbed.lab.plan import LabPlan, LinkShape
-    from testbed.lab.topology import EmulatedLab
+    from testbed.lab.namespace_lab import NamespaceLab
     p = LabPlan.star(LinkShape(rate_mbit=24, queue_packets=50))
-    with EmulatedLab(p) as lab:
+    with NamespaceLab(p) as lab:
         sleeper = lab.popen("md", ["sleep", "60"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print("UP", p.run_id, sleeper.pid, flush=True)
@@ -410,13 +410,13 @@ def test_clean_after_sigkill_touches_only_owned(caps) -> None:
         proc.stderr.close()
         assert netns.owned_namespaces(rid), "the killed run should have left its namespaces"
         assert not runs.run_owner_alive(rid)
-        plan_dry = cleanup.clean(dry_run=True)
+        plan_dry = backends.clean(dry_run=True)
         assert any(rid in line for line in plan_dry)
         assert not any(foreign in line for line in plan_dry)
         assert netns.owned_namespaces(rid), "dry run removed something"
         # the global dry run above selected it; remove just this run for real (other people's
         # orphans on a shared machine are theirs to inspect)
-        removed = cleanup.clean(run_id=rid)
+        removed = backends.clean(run_id=rid)
         assert any(f"remove netns {names.namespace_name(rid, 'md')}" == line for line in removed)
         assert any(line.startswith(f"kill pid {sleeper} ") for line in removed), removed
         assert leftovers(rid) == {}
@@ -454,9 +454,9 @@ def test_clean_removes_a_dead_runs_keys_and_work_folder_and_a_zombie_owner_is_de
         (keys / "id_ed25519").write_text("secret")
         runs.remember_private(rid, keys)
         os.makedirs(runs.host_workdir(rid))
-        plan_dry = cleanup.clean(dry_run=True)
+        plan_dry = backends.clean(dry_run=True)
         assert f"remove {keys}" in plan_dry and f"remove {runs.host_workdir(rid)}" in plan_dry
-        removed = cleanup.clean(run_id=rid)
+        removed = backends.clean(run_id=rid)
         assert f"remove {keys}" in removed
         assert not keys.exists() and not os.path.exists(runs.host_workdir(rid))
         assert (tmp_path / "results").is_dir()  # only what the record named
@@ -468,13 +468,13 @@ def test_clean_removes_a_dead_runs_keys_and_work_folder_and_a_zombie_owner_is_de
 
 @lab_only
 def test_clean_skips_live_runs(caps) -> None:
-    with EmulatedLab(plan(), capabilities=caps) as lab:
-        removed = cleanup.clean(dry_run=True)
+    with NamespaceLab(plan(), capabilities=caps) as lab:
+        removed = backends.clean(dry_run=True)
         assert not any(lab.run_id in line for line in removed)
-        assert cleanup.clean(run_id=lab.run_id, dry_run=True)  # it would, if asked by run id
+        assert backends.clean(run_id=lab.run_id, dry_run=True)  # it would, if asked by run id
         assert len(netns.owned_namespaces(lab.run_id)) == 4
         # a second lab with the same run id refuses to start and does not tear down the first
-        twin = EmulatedLab(LabPlan.star(LinkShape(rate_mbit=5), run_id=lab.run_id),
+        twin = NamespaceLab(LabPlan.star(LinkShape(rate_mbit=5), run_id=lab.run_id),
                            capabilities=caps)
         with pytest.raises(LabError, match="in use"):
             twin.up()
@@ -491,7 +491,7 @@ def shaped_lab(caps):
         pytest.skip("iperf3 not installed")
     # reno: a loss-based congestion control always allowed in namespaces
     p = plan(sysctls={"net.ipv4.tcp_congestion_control": "reno"})
-    with EmulatedLab(p, capabilities=caps) as lab:
+    with NamespaceLab(p, capabilities=caps) as lab:
         yield lab
     assert leftovers(p.run_id) == {}
 

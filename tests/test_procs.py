@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from testbed.lab import cleanup, names, netns, procs
+from testbed.lab import backends, cleanup, names, netns, procs
 
 # A process that ignores SIGTERM and whose main thread exits (pthread_exit) while a second thread
 # keeps it alive: /proc shows its leader as a zombie, as with a QEMU whose main thread is gone.
@@ -76,7 +76,7 @@ def test_clean_returns_after_a_stubborn_process_in_the_runs_namespace_has_exited
     try:
         proc = _start_stubborn(netns.popen_in_namespace, ns)
         assert netns.pids_in_namespace(ns) == [proc.pid]
-        removed = cleanup.clean(run_id=run_id)
+        removed = backends.clean(run_id=run_id)
         assert not procs.is_running(proc.pid), removed
         assert any(r.startswith(f"kill pid {proc.pid} (") and r.endswith(f") in {ns}")
                    for r in removed), removed

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from testbed.lab import cleanup, names, netns
+from testbed.lab import backends, cleanup, names, netns
 from testbed.vm import boot, shaping
 from testbed.vm.build import _dep_names, _is_library, cache_key
 from testbed.vm.cpio import CpioWriter
@@ -293,7 +293,7 @@ def test_injected_failure_after_boot_start_leaves_nothing(image, tmp_path, monke
 @needs_vm
 def test_clean_stops_a_vm_a_killed_run_left(tmp_path):
     """A QEMU with our pid file, a tap and a record whose owner is dead: `testbed clean` removes
-    them (through the hook in testbed.lab.cleanup.clean)."""
+    them (through the hook in testbed.lab.backends.clean)."""
     from pyroute2 import IPRoute
 
     run_id = names.new_run_id()
@@ -317,10 +317,10 @@ def test_clean_stops_a_vm_a_killed_run_left(tmp_path):
         while not boot.pid_file(run_id).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert qemu_pids(run_id) == [qemu.pid]
-        preview = cleanup.clean(dry_run=True, run_id=run_id)
+        preview = backends.clean(dry_run=True, run_id=run_id)
         assert any(f"qemu pid {qemu.pid}" in line for line in preview)
         assert qemu_pids(run_id) == [qemu.pid]
-        done = cleanup.clean(run_id=run_id)
+        done = backends.clean(run_id=run_id)
         assert any(f"qemu pid {qemu.pid}" in line for line in done)
         qemu.wait(timeout=10)
         assert_nothing_left(run_id)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.emulated import NO_NETEM_WARNING, choose_backend
-from testbed.lab import cleanup, netns, procs, runs
+from testbed.lab.backends import NO_NETEM_WARNING
+from testbed.lab.backends import choose as choose_backend
+from testbed.lab import backends, netns, procs, runs
 
 from tests.childproc import restore_sigint
 from tests.vmcheck import needs_vm
@@ -242,7 +243,7 @@ class _BackgroundRun:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         if self.run_id and _leftovers(self.run_id, self.results):
-            cleanup.clean(run_id=self.run_id)
+            backends.clean(run_id=self.run_id)
 
     @property
     def run_dir(self) -> Path | None:

@@ -1,7 +1,9 @@
 """Find and remove what emulated-lab runs left behind; touch nothing without the owned prefix.
 
-``clean()`` is what ``testbed clean`` runs after a run was killed (SIGKILL, OOM, power loss...).
-It looks only for objects whose *names* carry the owned prefix (see ``testbed.lab.names``):
+``remove_leftover_runs()`` is what ``testbed clean`` runs after a run was killed (SIGKILL, OOM,
+power loss...), after each backend stopped its own leftovers (``testbed.lab.backends.clean``:
+the AP VM's QEMU). It looks only for objects whose *names* carry the owned prefix (see
+``testbed.lab.names``):
 
 1. network namespaces ``tb-<runid>-<host>`` (``/var/run/netns``): first the processes inside
    are killed (found by comparing ``/proc/<pid>/ns/net`` with the namespace's bind mount,
@@ -14,9 +16,9 @@ It looks only for objects whose *names* carry the owned prefix (see ``testbed.la
 4. the run record ``/run/testbed/<runid>.json``.
 
 Live runs are protected: every run writes a record with its owner's pid and start time
-(``register_run``); ``clean()`` without ``run_id`` skips runs whose owner is still alive unless
-``include_live=True``. ``clean(run_id=...)`` and ``remove_run`` (used by
-``EmulatedLab.down()``) remove the named run regardless.
+(``testbed.lab.runs``); without ``run_id`` runs whose owner is still alive are skipped unless
+``include_live=True``. ``run_id=...`` and ``remove_run`` (used by every lab's ``down()``,
+``testbed.lab.base``) remove the named run regardless.
 """
 
 from __future__ import annotations
@@ -151,23 +153,19 @@ def find_leftovers() -> dict[str, dict[str, list[str]]]:
     return by_run
 
 
-def clean(
+def remove_leftover_runs(
     dry_run: bool = False, *, run_id: str | None = None, include_live: bool = False
 ) -> list[str]:
     """Remove leftovers of killed runs; return what was (or, with ``dry_run``, would be) removed.
 
     ``run_id``: only that run (removed even if its owner is alive). Without it, every owned run
     whose owner process is gone; runs with a live owner are skipped unless ``include_live``.
+    ``testbed clean`` runs this after each backend's own leftovers are stopped
+    (``testbed.lab.backends.clean``).
     """
-    # --- access-point VMs (testbed.vm, issue 7): stop a QEMU a killed run left (its pid file in
-    # /run/testbed) first, since it holds its taps. Same run_id/include_live rules as below.
-    from testbed.vm.boot import clean_vms
-
-    vm_done = clean_vms(dry_run, run_id=run_id, include_live=include_live)
-    # --- end of the VM hook
     if run_id is not None:
-        return vm_done + remove_run(run_id, dry_run=dry_run)
-    done: list[str] = vm_done
+        return remove_run(run_id, dry_run=dry_run)
+    done: list[str] = []
     for run in sorted(find_leftovers()):
         if not include_live and runs.run_owner_alive(run):
             rec = read_run_record(run) or {}

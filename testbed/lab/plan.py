@@ -52,7 +52,7 @@ def _sysctl_items(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -
 class HostPlan:
     """One emulated host. ``role``: md | es | ap | enb | ext.
 
-    ``cpu_fraction``: cap the host's processes (those started with ``EmulatedLab.popen``) to this
+    ``cpu_fraction``: cap the host's processes (those started with ``NamespaceLab.popen``) to this
     fraction of one core. ``sysctls``: per-host ``net.*`` sysctls (dict accepted).
     """
 

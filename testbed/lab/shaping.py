@@ -257,7 +257,7 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 # --------------------------------------------------------------------------- backend choice
 
 
-def choose_backend(shape: LinkShape, caps: Any) -> str:
+def choose_tree(shape: LinkShape, caps: Any) -> str:
     """The tree ``apply_shape`` will build for ``shape`` with capabilities ``caps``."""
     netem = _has(caps, "netem")
     if shape.fair_per_station:
@@ -362,7 +362,7 @@ def apply_shape(
     """
     if match not in ("src", "dst"):
         raise ValueError(match)
-    backend = choose_backend(shape, caps)
+    backend = choose_tree(shape, caps)
     requested = asdict(shape)
     report = ShapingReport(
         label=label,

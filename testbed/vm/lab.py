@@ -1,6 +1,6 @@
 """The emulated lab with the AP/eNB as a QEMU VM: real netem on a host kernel without it.
 
-Same hosts, addresses and routes as :class:`testbed.lab.topology.EmulatedLab`, with the router
+Same hosts, addresses and routes as :class:`testbed.lab.namespace_lab.NamespaceLab`, with the router
 namespace replaced by the VM (:class:`~testbed.vm.boot.AccessPointVm`)::
 
         md  (tb-<run>-md)   198.18.1.2/24 ── tap tb<run>-vmd  ── eth1 198.18.1.1 ┐
@@ -52,9 +52,11 @@ from typing import Any, Callable
 
 from pyroute2 import IPRoute
 
-from testbed.lab import cleanup, cpu, names, netns, procs, runs
+from testbed.lab import netns, procs
+from testbed.lab.base import LabBase, LabSetup
+from testbed.lab.nsconfig import disable_offloads
 from testbed.lab.plan import (
-    RECORDED_SYSCTLS,
+    HostPlan,
     HostState,
     LabError,
     LabPlan,
@@ -62,21 +64,14 @@ from testbed.lab.plan import (
     LinkShape,
     ShapingReport,
     StationClass,
-    address_plan,
 )
 from testbed.lab.queue_math import expected_tcp_goodput_mbit, fair_tree, frame_cost
-from testbed.lab.topology import (
-    SigtermGuard,
-    disable_offloads,
-    read_sysctls,
-    signals_deferred,
-    write_sysctls,
-)
+from testbed.lab.signals import signals_deferred
 from testbed.vm import shaping
 from testbed.vm.boot import AccessPointVm, VmNic
 from testbed.vm.build import VmImage, build_image
 from testbed.vm.radio import NO_AIRTIME_NOTE, HwsimWifi, StationPlan
-from testbed.wifi import WifiSettings
+from testbed.wifi_settings import WifiSettings
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +253,7 @@ def shape_queue(vm: AccessPointVm, label: str, feeds: list[str], ifb: str, shape
 # --------------------------------------------------------------------------- the lab
 
 
-class VmLab(SigtermGuard):
+class VmLab(LabBase):
     """Context manager: host namespaces + the AP VM + shaping in the VM. See the module docstring.
 
     Offers what :class:`testbed.emulated.EmulatedHosts` uses of a lab: ``address``,
@@ -266,10 +261,13 @@ class VmLab(SigtermGuard):
     SSH connection), :meth:`describe` and :meth:`conditions`.
     """
 
+    RECORD_KIND = "vm-lab"
+    NEEDS_ROOT_FOR = "network namespaces, taps, qdiscs"
+
     def __init__(self, plan: LabPlan, workdir: Path, *, image: VmImage | None = None,
                  accel: str = "tcg", progress: Callable[[str], None] | None = None,
                  kind: str = "wifi", wifi: WifiSettings | None = None) -> None:
-        self.plan = plan
+        super().__init__(plan)
         self.workdir = Path(workdir)
         self.image = image
         self.accel = accel
@@ -277,17 +275,7 @@ class VmLab(SigtermGuard):
         self.kind = kind
         self.wifi_settings = wifi
         self.wifi: HwsimWifi | None = None
-        self._addr = address_plan(plan)
         self.vm: AccessPointVm | None = None
-        self.state: LabState | None = None
-        self._reports: list[VmShapingReport] = []
-        self._sysctls: dict[str, dict[str, str]] = {}
-        self._offloads: dict[str, dict[str, Any]] = {}
-        self._cpu_groups: dict[str, cpu.CpuGroup] = {}
-        self._cpu_notes: dict[str, dict[str, Any]] = {}
-        self._notes: list[str] = []
-        self._owner_pid = os.getpid()
-        self._claimed = False
         self._sampler: threading.Thread | None = None
         self._stop_sampling = threading.Event()
         self._last_cpu: tuple[float, float] | None = None
@@ -295,56 +283,26 @@ class VmLab(SigtermGuard):
 
     # ---- names -------------------------------------------------------------------------------
     @property
-    def run_id(self) -> str:
-        return self.plan.run_id
+    def local_hosts(self) -> list[HostPlan]:
+        """Every host but the router (the VM) is a namespace here."""
+        return [h for h in self.plan.hosts if h.name != self.plan.router.name]
 
     @property
     def hosts(self) -> list[str]:
         """The hosts that are namespaces (every host but the router)."""
-        return [h.name for h in self.plan.hosts if h.name != self.plan.router.name]
-
-    def namespace(self, host: str) -> str:
-        return names.namespace_name(self.run_id, host)
-
-    def address(self, host: str) -> str:
-        if host not in self._addr:
-            raise KeyError(f"{host} has no address of its own (router or unknown)")
-        return self._addr[host].address
-
-    def add_to_cpu_group(self, host: str, pid: int) -> bool:
-        g = self._cpu_groups.get(host)
-        if g is None:
-            return False
-        cpu.add_pid(g, pid)
-        return True
+        return [h.name for h in self.local_hosts]
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "VmLab":
-        self._install_sigterm()
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
+    def _record_extra(self) -> dict[str, Any]:
+        return {**super()._record_extra(),
+                "private_paths": [str(self.workdir / s) for s in VM_SECRETS]}
 
-    def __exit__(self, *exc: Any) -> None:
-        self.down()
-
-    def up(self) -> LabState:
-        if os.geteuid() != 0:
-            raise LabError("the emulated lab needs root (network namespaces, taps, qdiscs)")
-        if netns.owned_namespaces(self.run_id):
-            raise LabError(f"run id {self.run_id} is in use: {netns.owned_namespaces(self.run_id)}")
-        self._owner_pid = os.getpid()
-        self._claimed = True
-        runs.register_run(self.run_id, kind="vm-lab", extra={
-            "namespaces": [self.namespace(h) for h in self.hosts],
-            "private_paths": [str(self.workdir / s) for s in VM_SECRETS]})
+    def _build(self) -> None:
         if self.image is None:
             self.image = build_image(progress=self.progress)
         with signals_deferred():
-            self._create_namespaces()
+            for h in self.local_hosts:
+                self._create_namespace(h)
         nics = [VmNic(h, self.namespace(h), f"{a.address}/{a.prefixlen}",
                       f"{a.router_address}/{a.prefixlen}") for h, a in self._addr.items()]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -359,63 +317,36 @@ class VmLab(SigtermGuard):
         if self.wifi_settings is not None:
             self._start_radios(self.wifi_settings)
         self._shape()
-        self._setup_cpu()
         self._start_sampler()
-        self.state = self._make_state()
-        return self.state
 
-    def down(self) -> None:
-        """VM off, taps, namespaces, cgroups, record. Idempotent; a no-op in forked children."""
-        if os.getpid() != self._owner_pid or not self._claimed:
-            self._restore_sigterm()
-            return
-        with signals_deferred():
-            self._stop_sampling.set()
-            if self._sampler is not None:
-                self._sampler.join(timeout=5)
-                self._sampler = None
-            if self.wifi is not None:
-                self.wifi.fetch_logs()
-                self.wifi = None
-            if self.vm is not None:
-                self.vm.stop()
-                self.vm = None
-            for secret in VM_SECRETS:  # per-run keys: never kept in results
-                p = self.workdir / secret
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                elif p.exists():
-                    p.unlink()
-            cleanup.remove_run(self.run_id)
-            self._cpu_groups.clear()
-            self._claimed = False
-            self.state = None
-        self._restore_sigterm()
+    def _teardown(self) -> None:
+        """Sampler stopped, radio logs fetched, VM off (taps deleted), per-run keys deleted."""
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout=5)
+            self._sampler = None
+        if self.wifi is not None:
+            self.wifi.fetch_logs()
+            self.wifi = None
+        if self.vm is not None:
+            self.vm.stop()
+            self.vm = None
+        for secret in VM_SECRETS:  # per-run keys: never kept in results
+            p = self.workdir / secret
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink()
 
     # ---- steps -------------------------------------------------------------------------------
-    def _create_namespaces(self) -> None:
-        for h in self.plan.hosts:
-            if h.name == self.plan.router.name:
-                continue
-            ns = self.namespace(h.name)
-            netns.create_namespace(ns)
-            with IPRoute(netns=ns, flags=0) as ipr:
-                lo = ipr.link_lookup(ifname="lo")
-                if lo:
-                    ipr.link("set", index=lo[0], state="up")
-            items: dict[str, str] = {}
-            if self.plan.disable_ipv6 and os.path.exists("/proc/sys/net/ipv6"):
-                items["net.ipv6.conf.all.disable_ipv6"] = "1"
-                items["net.ipv6.conf.default.disable_ipv6"] = "1"
-            items.update(dict(self.plan.sysctls))
-            items.update(dict(h.sysctls))
-            write_sysctls(ns, sorted(items.items()))
-            keys = list(RECORDED_SYSCTLS) + [k for k in items if k not in RECORDED_SYSCTLS]
-            got = read_sysctls(ns, keys)
-            for k, v in items.items():
-                if got.get(k) != v:
-                    raise LabError(f"{ns}: {k} reads {got.get(k)!r} after writing {v!r}")
-            self._sysctls[h.name] = got
+    def _create_namespace(self, h: HostPlan) -> None:
+        ns = self.namespace(h.name)
+        netns.create_namespace(ns)
+        with IPRoute(netns=ns, flags=0) as ipr:
+            lo = ipr.link_lookup(ifname="lo")
+            if lo:
+                ipr.link("set", index=lo[0], state="up")
+        self._apply_sysctls(h)
 
     def _start_radios(self, settings: WifiSettings) -> None:
         """WiFi mode: hostapd and one wpa_supplicant per station on hwsim radios in the VM."""
@@ -459,8 +390,7 @@ class VmLab(SigtermGuard):
 
     def _shape(self, medium: LinkShape | None = None, downlink: LinkShape | None = None) -> None:
         assert self.vm is not None
-        up = medium or self.plan.medium
-        down = downlink or (self.plan.downlink if medium is None else None) or up
+        up, down = self._shapes(medium, downlink)
         nic = self.vm.guest_ifname
         stations = [StationClass(h.name, self._addr[h.name].network) for h in self.plan.stations]
         reports = []
@@ -475,21 +405,6 @@ class VmLab(SigtermGuard):
                                        [nic(h.name) for h in self.plan.stations], "ifbdl", down,
                                        stations, "dst"))
         self._reports = reports
-
-    def reshape(self, medium: LinkShape, downlink: LinkShape | None = None) -> list[ShapingReport]:
-        if self.state is None:
-            raise LabError("lab is not up")
-        self._shape(medium, downlink)
-        self.state.shaping = list(self._reports)
-        return list(self._reports)
-
-    def _setup_cpu(self) -> None:
-        groups, notes, missing = cpu.cap_hosts(
-            self.run_id, {h.name: h.cpu_fraction for h in self.plan.hosts
-                          if h.cpu_fraction is not None and h.name != self.plan.router.name})
-        self._cpu_groups.update(groups)
-        self._cpu_notes.update(notes)
-        self._notes.extend(missing)
 
     def _make_state(self) -> LabState:
         assert self.vm is not None
@@ -506,16 +421,9 @@ class VmLab(SigtermGuard):
             name=router.name, role=router.role, namespace=f"vm (qemu pid {self.vm.pid})",
             interface=None, address=None, network=None, gateway=None, router_interface=None,
             sysctls={"net.ipv4.ip_forward": "1"}, offloads=guest_offloads, cpu=None)
-        for h in self.plan.hosts:
-            if h.name == router.name:
-                continue
-            a = self._addr[h.name]
-            hosts[h.name] = HostState(
-                name=h.name, role=h.role, namespace=self.namespace(h.name),
-                interface=self.vm.guest_nics[h.name].tap, address=a.address, network=a.network,
-                gateway=a.router_address, router_interface=self.vm.guest_ifname(h.name),
-                sysctls=dict(self._sysctls.get(h.name, {})),
-                offloads=dict(self._offloads.get(h.name, {})), cpu=self._cpu_notes.get(h.name))
+        for h in self.local_hosts:
+            hosts[h.name] = self._host_state(h, self.vm.guest_nics[h.name].tap,
+                                             self.vm.guest_ifname(h.name))
         notes = list(self._notes)
         if self.wifi is not None:
             notes.append("WiFi mode: stations associate to hostapd over mac80211_hwsim radios in "
@@ -535,7 +443,11 @@ class VmLab(SigtermGuard):
             capabilities={"netem": True, "htb": True, "u32": True, "mirred": True, "ifb": True},
             address_plan={k: asdict(v) for k, v in self._addr.items()}, notes=notes)
 
-    # ---- what the manifest records -----------------------------------------------------------
+    # ---- what the host set reads ---------------------------------------------------------------
+    def router_host(self) -> Any:
+        """The AP's SSH connection (dropbear in the VM, on its own management /30)."""
+        return self.vm.host if self.vm is not None else None
+
     def describe(self) -> dict[str, Any]:
         """The VM: accel, image (kernel and package versions, sha256), NICs, boot time, SSH."""
         d = self.vm.describe() if self.vm is not None else {}
@@ -599,3 +511,9 @@ class VmLab(SigtermGuard):
         self._stop_sampling.clear()
         self._sampler = threading.Thread(target=sample, name="qemu-cpu", daemon=True)
         self._sampler.start()
+
+
+def make_lab(plan: LabPlan, setup: LabSetup) -> VmLab:
+    """The registry's factory (``testbed.lab.backends``)."""
+    return VmLab(plan, setup.run_dir / "vm", accel=setup.accel or "tcg", kind=setup.link_kind,
+                 progress=setup.progress, wifi=WifiSettings() if setup.radios else None)
