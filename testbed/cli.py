@@ -95,8 +95,14 @@ def _host_port(text: str) -> tuple[str, int]:
 def cmd_tail(args) -> int:
     from testbed.tail import TailServer, TailSettings
 
-    settings = TailSettings(host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
-                            idle_timeout_s=args.idle_timeout, seed=args.seed, threads=args.threads)
+    try:
+        settings = TailSettings(host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
+                                idle_timeout_s=args.idle_timeout, message_timeout_s=args.message_timeout,
+                                max_connections=args.max_connections, max_inferences=args.max_inferences,
+                                seed=args.seed, threads=args.threads)
+    except ValueError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
     server = TailServer(settings)
     print(f"tail listening on {settings.host}:{server.address[1]} (Ctrl-C to stop)", flush=True)
     try:
@@ -585,7 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest frame accepted; larger ones close the connection (default 16 MiB)")
     p.add_argument("--idle-timeout", type=float, default=900.0,
-                   help="drop a connection silent for this many seconds (default 900)")
+                   help="drop a connection silent between messages for this many seconds (default 900)")
+    p.add_argument("--message-timeout", type=float, default=20.0,
+                   help="a message (Hello: from connect) must arrive within this many seconds of its "
+                   "first byte, else Error TIMEOUT and close (default 20)")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="connections served at once; one more gets Error BUSY and is closed (default 64)")
+    p.add_argument("--max-inferences", type=int,
+                   help="frames decoded and run through the model at once (default: the usable cores)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the head)")
     p.set_defaults(func=cmd_tail)

@@ -1,20 +1,38 @@
-"""The ES side: a TCP server that runs the tail (SC) or the whole model (EC) for any number of MDs.
+"""The ES side: a TCP server that runs the tail (SC) or the whole model (EC) for many MDs.
 
-One thread per connection. A connection starts with ``Hello`` (the configuration to run), gets
-``Ready`` and then streams frames, each answered by a ``Result`` carrying the ES's own processing
-time (message fully received -> reply ready). Bad input never takes the server down: the
-offending connection gets an ``Error`` reply where possible and is closed, the event is logged
-with the peer and the reason, and every other connection carries on.
+A connection starts with ``Hello`` (the configuration to run), gets ``Ready`` and then streams
+frames, each answered by a ``Result`` carrying the ES's own processing time (message fully
+received -> reply ready). Bad input never takes the server down: the offending connection gets an
+``Error`` reply where possible and is closed, the event is logged with the peer and the reason,
+and every other connection carries on.
+
+Threading model: one listener thread accepts connections and hands each to a thread of its own,
+which reads, runs the model and replies for that connection alone (torch's intra-op pool,
+``TailSettings.threads``, is shared by all). At most ``max_connections`` connections are served
+at once; the listener answers one more with ``Error`` ``BUSY`` and closes it at once, without
+reading from it, starting a thread or touching a model (refusals are logged at most once a
+second, with the running count). Models are built once per configuration and seed
+(``ModelCache``), shared by every connection, and warmed up on a dummy input of the served shape
+before the first ``Ready`` for that configuration goes out, so no MD's first frame pays for lazy
+initialisation; ``Ready`` reports the build and warm-up times.
+
+What a peer can hold: a slot (one of ``max_connections``) and a thread for at most
+``message_timeout_s`` before its ``Hello`` is complete; afterwards ``idle_timeout_s`` of silence
+between messages, while a message whose first byte arrived must be complete within
+``message_timeout_s``, and every reply must be sent within ``message_timeout_s`` (a peer that
+stops reading cannot pin a thread). A stalled peer gets ``Error`` ``TIMEOUT`` and is closed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import socketserver
 import threading
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -22,12 +40,15 @@ import torch
 from testbed import wire
 from testbed.configs import Configuration
 from testbed.images import ImageDecodeError
+from testbed.machine import usable_cores
 from testbed.models.split import SplitModel, build_split
 from testbed.payloads import es_input, es_predict
 
 log = logging.getLogger(__name__)
 
 HELLO_MAX_BYTES = 64 * 1024
+REFUSAL_LOG_PERIOD_S = 1.0
+"""Refused connections are logged at WARNING at most this often (each one at DEBUG)."""
 
 
 @dataclass(frozen=True)
@@ -36,27 +57,81 @@ class TailSettings:
     port: int = 5500
     max_message_bytes: int = 16 * 1024 * 1024
     idle_timeout_s: float = 900.0
-    """A connection silent this long (between or inside messages) is dropped."""
+    """A connection silent this long between messages is dropped."""
+    message_timeout_s: float = 20.0
+    """A message must be complete this long after its first byte (``Hello``: after the
+    connection was accepted), and a reply sent within it; 20 s carries a 100 KB frame at
+    40 kbit/s."""
+    max_connections: int = 64
+    """Connections served at once; one more gets ``Error`` ``BUSY`` and is closed."""
+    max_inferences: int | None = None
+    """Frames processed (input decoding + model) at once; ``None``: the usable cores. More would
+    only share the same cores, each holding its activations in memory meanwhile."""
     seed: int = 0
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout_s", "message_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value < math.inf
+            ):
+                raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
+        for name in ("max_connections", "max_inferences"):
+            value = getattr(self, name)
+            if name == "max_inferences" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A configuration's ES side, built and warmed up."""
+
+    model: SplitModel
+    build_s: float
+    warmup_s: float
+    """The first forward pass, on zeros of the served input shape, before any frame."""
+
+
+def warm_up(model: SplitModel) -> float:
+    """Run the ES side once on zeros of the shape its frames bring (the image for EC, the
+    head's output for SC): lazy allocations and kernel selection happen here, not on an MD's
+    first frame. Returns the seconds it took."""
+    shape = model.input_shape if model.config.mode == "EC" else model.head_output_shape
+    started = time.perf_counter()
+    es_predict(model, torch.zeros(1, *shape))
+    return time.perf_counter() - started
+
 
 class ModelCache:
-    """Tails built once per configuration (and seed), shared by every connection."""
+    """Tails built once per configuration (and seed) and warmed up on ``workers`` (the threads
+    that will run them), shared by every connection."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, workers: Executor):
         self.seed = seed
-        self._models: dict[str, SplitModel] = {}
+        self._workers = workers
+        self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
 
-    def get(self, config: Configuration) -> SplitModel:
+    def get(self, config: Configuration) -> ServedModel:
         key = json.dumps({**config.to_dict(), "name": ""}, sort_keys=True)
         with self._lock:
             if key not in self._models:
                 started = time.perf_counter()
-                self._models[key] = build_split(config, side="es", seed=self.seed)
-                log.info("built ES side of %s in %.1f s", config.name, time.perf_counter() - started)
+                model = build_split(config, side="es", seed=self.seed)
+                build_s = time.perf_counter() - started
+                warmup_s = self._workers.submit(warm_up, model).result()
+                self._models[key] = ServedModel(model, build_s, warmup_s)
+                log.info("built ES side of %s in %.1f s, warmed up in %.3f s",
+                         config.name, build_s, warmup_s)
             return self._models[key]
+
+
+def _process(config: Configuration, model: SplitModel, msg: wire.Message, max_bytes: int) -> int:
+    """A frame's prediction, on a model worker thread."""
+    return es_predict(model, es_input(config, model, msg, max_bytes))
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -65,20 +140,24 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = "%s:%d" % self.client_address[:2]
         settings = self.server.settings
+        sock.settimeout(settings.message_timeout_s)  # bounds every send (and the Hello)
+        peer = "%s:%d" % self.client_address[:2]
         frame_id = wire.NO_FRAME
         try:
             config, model = self._hello(sock, peer)
             while True:
                 msg = wire.read_message(
-                    sock, settings.max_message_bytes, timeout=settings.idle_timeout_s
+                    sock, settings.max_message_bytes, timeout=settings.message_timeout_s,
+                    idle_timeout=settings.idle_timeout_s,
                 )
                 received = time.perf_counter_ns()
                 if isinstance(msg, wire.Bye):
                     break
                 frame_id = getattr(msg, "frame_id", wire.NO_FRAME)
-                predicted = es_predict(model, es_input(config, model, msg, settings.max_message_bytes))
+                predicted = self.server.workers.submit(  # waiting for a worker is ES time too
+                    _process, config, model, msg, settings.max_message_bytes
+                ).result()
                 es_proc_ns = time.perf_counter_ns() - received
                 wire.send_message(sock, wire.Result(frame_id, es_proc_ns, predicted, 0))
         except wire.PeerClosed:
@@ -96,7 +175,8 @@ class _Handler(socketserver.BaseRequestHandler):
             self._reply_error(sock, wire.Error(frame_id, wire.ErrorCode.INTERNAL, f"internal error: {exc}"))
 
     def _hello(self, sock: socket.socket, peer: str) -> tuple[Configuration, SplitModel]:
-        msg = wire.read_message(sock, HELLO_MAX_BYTES, timeout=self.server.settings.idle_timeout_s)
+        # no idle wait before Hello: the whole of it within message_timeout_s of the accept
+        msg = wire.read_message(sock, HELLO_MAX_BYTES, timeout=self.server.settings.message_timeout_s)
         if not isinstance(msg, wire.Hello):
             raise wire.WireError(
                 wire.ErrorCode.UNEXPECTED, "header.type",
@@ -111,7 +191,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 wire.ErrorCode.BAD_CONFIG, "body.config.mode",
                 "LC runs on the MD alone; the ES serves EC and SC",
             )
-        model = self.server.models.get(config)
+        served = self.server.models.get(config)
+        model = served.model
         wire.send_message(
             sock,
             wire.Ready(
@@ -121,6 +202,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     "expected_shape": list(model.head_output_shape or ()),
                     "weights": model.weights.source,
                     "torch_threads": torch.get_num_threads(),
+                    "build_s": round(served.build_s, 4),
+                    "warmup_s": round(served.warmup_s, 4),
                 }
             ),
         )
@@ -136,14 +219,66 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class _Server(socketserver.ThreadingTCPServer):
+    """One thread per connection up to ``settings.max_connections``; beyond, ``BUSY``."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, settings: TailSettings):
         self.settings = settings
-        self.models = ModelCache(settings.seed)
+        self.workers = ThreadPoolExecutor(settings.max_inferences or usable_cores(), "tail-model")
+        self.models = ModelCache(settings.seed, self.workers)
+        self._open = 0
+        self._open_lock = threading.Lock()
+        self._refused = 0  # only the listener thread touches these two
+        self._refusal_logged = -math.inf
         super().__init__((settings.host, settings.port), _Handler)
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        with self._open_lock:
+            admitted = self._open < self.settings.max_connections
+            if admitted:
+                self._open += 1
+        if not admitted:
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._open_lock:
+            self._open -= 1
+
+    def _refuse(self, sock: socket.socket, client_address) -> None:
+        """``BUSY`` and close, from the listener thread: never blocks, reads nothing."""
+        cap = self.settings.max_connections
+        busy = wire.Error(wire.NO_FRAME, wire.ErrorCode.BUSY,
+                          f"the tail serves at most {cap} connections at once; retry later")
+        try:
+            sock.setblocking(False)
+            sock.send(wire.encode(busy))  # a fresh socket's buffer always has room for it
+        except OSError:
+            pass  # the peer may already be gone
+        self.shutdown_request(sock)
+        self._refused += 1
+        peer = "%s:%d" % client_address[:2]
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_PERIOD_S:
+            self._refusal_logged = now
+            log.warning("busy: refused %s (%d connections open, the limit); %d refused so far",
+                        peer, cap, self._refused)
+        else:
+            log.debug("busy: refused %s", peer)
 
 
 class TailServer:
@@ -173,6 +308,7 @@ class TailServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self._server.workers.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "TailServer":
         return self

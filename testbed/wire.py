@@ -27,6 +27,12 @@ dtype codes: 1 uint8 (8-bit quantized, scale/zero_point meaningful), 2 float32, 
 float payloads are little-endian IEEE 754 in C order. compression codes: 0 none, 1 zlib.
 A quantized 12x29x29 tensor costs 8 + 15 + 3*4 = 35 bytes on top of its 10,092 payload bytes.
 
+An ``Error`` carries an ``ErrorCode`` (below). Two concern the connection rather than a message:
+``TIMEOUT`` (10), the peer stalled (idle too long, or a started message did not complete in
+time), and ``BUSY`` (12), the receiver is at its limit of concurrent connections and refuses
+this one before reading anything from it (``frame_id`` = ``NO_FRAME``). Either way the sender
+closes the connection after the ``Error``; after ``BUSY`` the peer may retry later.
+
 ``decode`` is pure and ``read_message`` reads exactly one message from a blocking socket; both
 raise ``WireError`` (with an ``ErrorCode``, the offending field and its byte offset in the
 message) for anything malformed, and never another exception for any input bytes.
@@ -60,6 +66,8 @@ NO_FRAME = 0xFFFF_FFFF
 """``frame_id`` of an ``Error`` that concerns no particular frame (e.g. a bad header)."""
 DEFAULT_MAX_BODY = 16 * 2**20
 """A sensible ``max_body`` for ``read_message``: 16 MiB."""
+BODY_CHUNK = 256 * 2**10
+"""``read_message`` allocates a body's buffer up to this size at once, larger ones as they arrive."""
 DEFAULT_MAX_TENSOR_BYTES = 64 * 2**20
 """Default limit on a tensor's raw (decompressed) size in ``tensor_from_frame``: 64 MiB."""
 
@@ -110,6 +118,8 @@ class ErrorCode(IntEnum):
     """The peer stalled: a message did not arrive within the timeout."""
     INTERNAL = 11
     """The receiver failed while processing a valid message."""
+    BUSY = 12
+    """The receiver is at its limit of concurrent connections: this one is refused, retry later."""
 
 
 DTYPE_CODES: dict[str, int] = {"uint8": 1, "float32": 2, "float16": 3}
@@ -660,34 +670,66 @@ def decode(
 
 
 def _recv_into(
-    sock: socket.socket, buf: bytearray, deadline: float | None, field: str, base: int
+    sock: socket.socket,
+    buf: bytearray | memoryview,
+    deadline: float | None,
+    field: str,
+    base: int,
+    start: int = 0,
+    total: int | None = None,
 ) -> int:
-    """Fill ``buf`` from ``sock``; return the bytes received (fewer only at EOF)."""
+    """Fill ``buf[start:]`` from ``sock``; return how many bytes of ``buf`` are then filled
+    (fewer than ``len(buf)`` only at EOF). ``total``: the field's whole size, for messages."""
     view = memoryview(buf)
     n = len(buf)
-    got = 0
+    size = n if total is None else total
+    got = start
     while got < n:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WireTimeout(field, f"timed out after {got} of {n} bytes", base + got)
+                raise WireTimeout(field, f"timed out after {got} of {size} bytes", base + got)
             sock.settimeout(remaining)
         try:
             k = sock.recv_into(view[got:], n - got)
         except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
-            raise WireTimeout(field, f"timed out after {got} of {n} bytes", base + got) from None
+            raise WireTimeout(field, f"timed out after {got} of {size} bytes", base + got) from None
         if k == 0:
             break
         got += k
     return got
 
 
-def read_message(sock: socket.socket, max_body: int, timeout: float | None = None) -> Message:
+def _recv_body(sock: socket.socket, length: int, deadline: float | None) -> bytearray:
+    """A body of ``length`` bytes (fewer only at EOF), in a buffer that starts at
+    ``BODY_CHUNK`` and at most doubles as bytes arrive: an announced length costs memory only
+    once the peer has sent it."""
+    body = bytearray(min(length, BODY_CHUNK))
+    got = 0
+    while True:
+        got = _recv_into(sock, body, deadline, "body", HEADER_SIZE, start=got, total=length)
+        if got < len(body) or got == length:
+            del body[got:]
+            return body
+        body.extend(bytes(min(len(body), length - got)))
+
+
+def read_message(
+    sock: socket.socket,
+    max_body: int,
+    timeout: float | None = None,
+    *,
+    idle_timeout: float | None = None,
+) -> Message:
     """Read exactly one message from a blocking socket.
 
     ``timeout`` (seconds) bounds the whole message, first byte included; ``None`` keeps the
-    socket's own timeout. The socket's timeout is restored afterwards. The body length is
-    checked against ``max_body`` before the body is read or allocated.
+    socket's own timeout. With ``idle_timeout``, the wait for the first byte is bounded by
+    ``idle_timeout`` instead and ``timeout`` runs from the first byte on: a peer may stay idle
+    between messages for long, but a message it has started must be complete within
+    ``timeout``. The socket's timeout is restored afterwards. The body length is checked
+    against ``max_body`` before the body is read; its buffer grows as the body arrives (from
+    ``BODY_CHUNK``), so a peer that announces a large body and stalls costs little memory.
 
     Raises ``PeerClosed`` on EOF before the first header byte, ``WireTimeout`` (its ``offset``
     = bytes of this message received; 0 means the peer was idle) when the time runs out, and
@@ -695,19 +737,26 @@ def read_message(sock: socket.socket, max_body: int, timeout: float | None = Non
     of step: send an ``Error`` if useful, then close. ``OSError``s such as a connection reset
     propagate unchanged.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    previous = sock.gettimeout() if timeout is not None else None
+    restore = timeout is not None or idle_timeout is not None
+    previous = sock.gettimeout() if restore else None
     try:
         header = bytearray(HEADER_SIZE)
-        got = _recv_into(sock, header, deadline, "header", 0)
+        got = 0
+        if idle_timeout is not None:
+            first = memoryview(header)[:1]
+            idle_deadline = time.monotonic() + idle_timeout
+            got = _recv_into(sock, first, idle_deadline, "header", 0, total=HEADER_SIZE)
+            if got == 0:
+                raise PeerClosed("peer closed the connection")
+            sock.settimeout(previous)  # for the rest when ``timeout`` is None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got = _recv_into(sock, header, deadline, "header", 0, start=got)
         if got == 0:
             raise PeerClosed("peer closed the connection")
         h = parse_header(header if got == HEADER_SIZE else header[:got], max_body)
-        body = bytearray(h.length)
-        got = _recv_into(sock, body, deadline, "body", HEADER_SIZE)
-        return decode_body(h, body if got == h.length else body[:got])
+        return decode_body(h, _recv_body(sock, h.length, deadline))
     finally:
-        if timeout is not None:
+        if restore:
             sock.settimeout(previous)
 
 
