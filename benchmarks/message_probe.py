@@ -69,9 +69,24 @@ def client(addr: str, port: int, size: int, count: int, gap: float) -> None:
     print(json.dumps(times))
 
 
+USAGE = {"server": ("ADDR", "PORT"), "client": ("ADDR", "PORT", "SIZE", "COUNT", "GAP_S")}
+
+
+def main(argv: list[str]) -> int:
+    mode, args = (argv[0], argv[1:]) if argv else ("", [])
+    if mode not in USAGE or len(args) != len(USAGE[mode]):
+        print(__doc__, file=sys.stderr)
+        return 0 if mode in ("-h", "--help") else 2
+    try:
+        if mode == "server":
+            server(args[0], int(args[1]))
+        else:
+            client(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
+    except ValueError as exc:
+        print(f"message_probe {mode}: {' '.join(USAGE[mode])}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    mode, args = sys.argv[1], sys.argv[2:]
-    if mode == "server":
-        server(args[0], int(args[1]))
-    else:
-        client(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
+    sys.exit(main(sys.argv[1:]))
