@@ -29,7 +29,7 @@ from typing import Any
 
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
-from testbed.hosts.sshd import SshdInstance
+from testbed.lab.sshd import SshdInstance
 from testbed.hostset import HostSet
 from testbed.lab import backends, capabilities, management, runs
 from testbed.lab.base import LabSetup

@@ -36,7 +36,7 @@ from testbed.hosts.remote import (
     RemoteCommandError,
     RemoteTimeout,
 )
-from testbed.hosts.sshd import SshdError, SshdInstance
+from testbed.lab.sshd import SshdError, SshdInstance
 from testbed.lab.netns import stop_namespace_processes
 from testbed.lab.procs import process_tree
 

@@ -76,7 +76,7 @@ class NamespaceLab:
         from pyroute2 import IPRoute, NetNS, netns
 
         from testbed.hosts.keys import RunKeys
-        from testbed.hosts.sshd import SshdInstance
+        from testbed.lab.sshd import SshdInstance
 
         taken: list[IPv4Network] = []
         for h in HOSTS:

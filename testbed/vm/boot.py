@@ -43,7 +43,7 @@ from pyroute2 import IPRoute
 
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess, HostError
-from testbed.hosts.sshd import wait_for_ssh
+from testbed.lab.sshd import wait_for_ssh
 from testbed.lab import management, names, netns, procs, runs
 from testbed.vm.build import VmImage
 from testbed.vm.cpio import CpioWriter

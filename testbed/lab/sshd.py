@@ -220,7 +220,7 @@ class SshdInstance:
             # root .bashrc (pyenv init, ...) then costs ~0.3 s per command. SHLVL=1 skips it.
             options["SetEnv"] = "SHLVL=1"
         options.update(self.extra_options)
-        lines = [f"# sshd config for emulated host {self.name} (written by testbed.hosts.sshd)"]
+        lines = [f"# sshd config for emulated host {self.name} (written by testbed.lab.sshd)"]
         lines += [f"{k} {v}" for k, v in options.items()]
         return "\n".join(lines) + "\n"
 
