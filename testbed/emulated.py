@@ -30,7 +30,7 @@ from typing import Any
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.lab.sshd import SshdInstance
-from testbed.hostset import HostSet
+from testbed.hostset import HostSetBase
 from testbed.lab import backends, capabilities, management, runs
 from testbed.lab.base import LabSetup
 from testbed.lab.plan import HostPlan, LabPlan
@@ -78,7 +78,7 @@ def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
     )
 
 
-class EmulatedHosts(HostSet):
+class EmulatedHosts(HostSetBase):
     """``with EmulatedHosts(scenario, run_dir, run_id) as hosts: hosts.host("md").run(...)``."""
 
     def __init__(self, scenario: Scenario, run_dir: Path, run_id: str):

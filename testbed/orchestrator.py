@@ -20,11 +20,12 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from testbed import traffic
 from testbed.configs import Configuration
 from testbed.hosts.remote import Host
+from testbed.hostset import HostSet
 from testbed.records import RecordWriter, read_records
 from testbed.resultdir import FRAMES, MANIFEST, now_utc, software_versions, write_json
 from testbed.scenario import Scenario, parse_scenario, scenario_to_dict
@@ -40,17 +41,6 @@ FRAME_TIMEOUT_S = 60.0
 def _threads(host) -> list[str]:
     """``--threads N`` when the scenario sets a torch thread count for ``host``."""
     return ["--threads", str(host.torch_threads)] if host.torch_threads else []
-
-
-class HostSet(Protocol):
-    run_id: str
-    python: str
-    workdir: str
-
-    def host(self, name: str) -> Host: ...
-    def address(self, name: str) -> str: ...
-    def manifest(self) -> dict[str, Any]: ...
-    # optional: step_conditions() -> dict, link probe and radio state before each step (real labs)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.hosts.remote import Host, HostError
-from testbed.hostset import HostSet
+from testbed.hostset import HostSetBase
 from testbed.inventory import InventoryError, access_for, data_interface, require_local
 from testbed.lte_link import LteLink
 from testbed.realnode import Node, RealLabError, call_all, set_sysctl
@@ -181,7 +181,7 @@ _LAUNCHER = """#!/bin/sh
 """
 
 
-class RealHosts(HostSet):
+class RealHosts(HostSetBase):
     """The hosts of a real lab, connected and with their link up (a ``HostSet``)."""
 
     def __init__(self, scenario: Scenario, run_dir: Path, run_id: str, *,
