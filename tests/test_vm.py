@@ -1,4 +1,4 @@
-"""The access point as a QEMU VM (issue 7): image build, boot, pinned SSH, netem fidelity, teardown.
+"""The access point as a QEMU VM: image build, boot, pinned SSH, netem fidelity, teardown.
 
 Unit tests run anywhere. The ``root`` tests build the image (from the apt cache in
 /var/cache/testbed/debs; about 80 MB from Debian's mirror the first time), boot ONE VM for the
@@ -21,7 +21,8 @@ import pytest
 
 from testbed.lab import backends, cleanup, names, netns
 from testbed.vm import boot, shaping
-from testbed.vm.build import _dep_names, _is_library, cache_key
+from testbed.vm.build import cache_key
+from testbed.vm.packages import _dep_names, _is_library
 from testbed.vm.cpio import CpioWriter
 from testbed.vm.shaping import Netem
 
@@ -379,7 +380,7 @@ def _calls(state, verb: str) -> list[list[str]]:
 
 
 def test_download_moves_in_batches_and_counts_the_cache(tmp_path, fake_apt):
-    from testbed.vm.build import DOWNLOAD_BATCHES, BuildProgress, download
+    from testbed.vm.packages import DOWNLOAD_BATCHES, BuildProgress, download
 
     versions = {f"lib{i:02d}": f"1:{i}.0" for i in range(23)}
     debs = tmp_path / "debs"
@@ -412,7 +413,7 @@ def test_download_moves_in_batches_and_counts_the_cache(tmp_path, fake_apt):
 
 
 def test_download_refreshes_the_lists_once_then_gives_up(tmp_path, fake_apt, monkeypatch):
-    from testbed.vm.build import BuildError, download
+    from testbed.vm.packages import BuildError, download
 
     versions = {"a": "1", "b": "2", "c": "3"}
     monkeypatch.setenv("FAIL_UNTIL_UPDATE", "1")
@@ -437,7 +438,7 @@ def test_download_refreshes_the_lists_once_then_gives_up(tmp_path, fake_apt, mon
 
 
 def test_unpack_reports_each_package_and_stops_at_a_bad_one(tmp_path, monkeypatch):
-    from testbed.vm.build import BuildError, BuildProgress, unpack
+    from testbed.vm.packages import BuildError, BuildProgress, unpack
 
     _fake_tool(tmp_path / "bin", "dpkg", 'echo "$2" >> "$STATE/unpacked"\ncase "$2" in\n'
                '  *bad*) echo "not a debian format archive" >&2; exit 2 ;;\nesac\n')

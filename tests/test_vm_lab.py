@@ -1,4 +1,4 @@
-"""The emulated lab with the AP as a QEMU VM (issue 7): backend choice, and one `testbed run`.
+"""The emulated lab with the AP as a QEMU VM: backend choice, and one `testbed run`.
 
 The unit tests run anywhere. The end-to-end test runs ``testbed run`` on a tiny scenario with
 ``backend: vm`` (mobilenet_v2, es-only, loads 0 and 4 Mbit/s, 3 frames + 1 warm-up): it must

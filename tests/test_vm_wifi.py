@@ -1,4 +1,4 @@
-"""WiFi mode of the AP VM (issue 7): stations associate to hostapd over mac80211_hwsim radios.
+"""WiFi mode of the AP VM: stations associate to hostapd over mac80211_hwsim radios.
 
 The scenario key (``hwsim`` on the AP host) is checked anywhere. The root tests boot one VM lab
 (md, es, ap, ext) in WiFi mode: hostapd must report AP-ENABLED and both wpa_supplicants

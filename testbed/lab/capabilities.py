@@ -74,7 +74,7 @@ KERNEL_FIX = {
     "netem": (
         "kernel: CONFIG_NET_SCH_NETEM=m (modprobe sch_netem; Ubuntu: apt-get install "
         "linux-modules-extra-$(uname -r)); or run the AP as a QEMU VM with a distribution "
-        "kernel (notes/vm-shaping-box.md). Without it: tbf/htb rate shaping only, no "
+        "kernel (docs/link-emulation-without-netem.md). Without it: tbf/htb rate shaping only, no "
         "delay/jitter/loss"
     ),
     "tbf": "kernel: CONFIG_NET_SCH_TBF (modprobe sch_tbf)",

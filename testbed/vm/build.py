@@ -39,23 +39,31 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from testbed.vm.cpio import CpioWriter
+from testbed.vm.packages import (
+    BuildError,
+    BuildProgress,
+    OnStage,
+    counted_stage,
+    download,
+    no_progress,
+    one_step_stage,
+    resolve_packages,
+    run_tool,
+    unpack,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("TESTBED_CACHE", "/var/cache/testbed"))
 BUILD_FORMAT = 2
 
-KERNEL_META = "linux-image-amd64"
-PACKAGES = ("busybox-static", "iproute2", "iperf3", "ethtool", "dropbear-bin", "iw", "hostapd",
-            "wpasupplicant", "wireless-regdb")
 
 #: image path -> where the binary may sit in the unpacked packages (first match wins)
 BINARIES = {
@@ -94,55 +102,6 @@ LIBDIR = f"usr/lib/{MULTIARCH}"
 INTERPRETER = "ld-linux-x86-64.so.2"
 
 
-class BuildError(RuntimeError):
-    pass
-
-
-#: the stages of :func:`build_image`, in order (a cached image stops after the first)
-STAGES = ("resolve", "download", "unpack", "assemble", "smoke test", "initrd")
-#: ``apt-get download`` runs in at most this many batches: few runs of apt, yet a moving count
-DOWNLOAD_BATCHES = 10
-
-
-@dataclass(frozen=True)
-class BuildProgress:
-    """Where :func:`build_image` is: ``done`` of ``total`` items of ``stage`` (one of :data:`STAGES`).
-
-    ``item``: what was just handled (a package, a tool), empty when a stage starts. Download and
-    unpack count packages (download counts those already in the cache as done), the smoke test
-    counts tools, the other stages count 0 then 1.
-    """
-
-    stage: str
-    done: int
-    total: int
-    item: str = ""
-
-
-OnStage = Callable[[BuildProgress], None]
-
-
-def _ignore(_: BuildProgress) -> None:
-    pass
-
-
-def _counted(stage: str, names: Iterable[str], on_stage: OnStage) -> Iterator[str]:
-    """Yield ``names``, reporting each one done when the caller asks for the next."""
-    names = list(names)
-    on_stage(BuildProgress(stage, 0, len(names)))
-    for i, name in enumerate(names, 1):
-        yield name
-        on_stage(BuildProgress(stage, i, len(names), name))
-
-
-@contextlib.contextmanager
-def _one_step(stage: str, on_stage: OnStage):
-    """A stage without items: 0 of 1 as it starts, 1 of 1 when it ends without an error."""
-    on_stage(BuildProgress(stage, 0, 1))
-    yield
-    on_stage(BuildProgress(stage, 1, 1))
-
-
 @dataclass(frozen=True)
 class VmImage:
     """A built image: the folder and its manifest."""
@@ -177,99 +136,12 @@ class VmImage:
 # --------------------------------------------------------------------------- helpers
 
 
-def _run(argv: list[str], *, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    try:
-        proc = subprocess.run(argv, timeout=timeout, **kw)
-    except FileNotFoundError as e:
-        raise BuildError(f"{argv[0]} not found: install it on the host ({e})") from e
-    except subprocess.TimeoutExpired as e:
-        raise BuildError(f"{' '.join(argv[:4])}... did not finish within {timeout:g}s") from e
-    return proc
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _parse_stanzas(text: str) -> list[dict[str, str]]:
-    out, cur, last = [], {}, None
-    for line in text.splitlines():
-        if not line.strip():
-            if cur:
-                out.append(cur)
-            cur, last = {}, None
-        elif line[0] in " \t" and last:
-            cur[last] += "\n" + line
-        elif ":" in line:
-            k, _, v = line.partition(":")
-            cur[k] = v.strip()
-            last = k
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _dep_names(field: str) -> list[str]:
-    """Package names of a Depends field (first alternative of each, no versions or :any)."""
-    names = []
-    for group in filter(None, (g.strip() for g in field.split(","))):
-        first = group.split("|")[0].strip()
-        name = re.split(r"[\s(:]", first, maxsplit=1)[0]
-        if name:
-            names.append(name)
-    return names
-
-
-def _is_library(name: str) -> bool:
-    return (name.startswith("lib") and not name.endswith(("-bin", "-common", "-data"))) or name == "zlib1g"
-
-
-def apt_show(names: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Candidate stanza of each package (virtual or unknown names are left out)."""
-    names = sorted(set(names))
-    proc = _run(["apt-cache", "show", "--no-all-versions", *names], timeout=60)
-    found = {}
-    for st in _parse_stanzas(proc.stdout):
-        if "Package" in st and st["Package"] not in found:
-            found[st["Package"]] = st
-    return found
-
-
-def resolve_packages(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
-    """``{package: candidate version}``: the kernel, ``packages`` and their libraries (recursively)."""
-    meta = apt_show([KERNEL_META])
-    if KERNEL_META not in meta:
-        raise BuildError(f"apt-cache knows no {KERNEL_META}: run `apt-get update` (Debian sources)")
-    kernels = [d for d in _dep_names(meta[KERNEL_META].get("Depends", "")) if d.startswith("linux-image-")]
-    if not kernels:
-        raise BuildError(f"{KERNEL_META} depends on no linux-image-* package")
-    versions: dict[str, str] = {}
-    todo = [kernels[0], *packages]
-    top = set(todo)
-    seen: set[str] = set()
-    while todo:
-        batch = [n for n in dict.fromkeys(todo) if n not in seen]
-        todo = []
-        if not batch:
-            break
-        seen.update(batch)
-        info = apt_show(batch)
-        missing = [n for n in batch if n in top and n not in info]
-        if missing:
-            raise BuildError(f"apt-cache has no candidate for {missing}: run `apt-get update`")
-        for name, st in info.items():
-            versions[name] = st["Version"]
-            if name.startswith("linux-image-"):
-                continue  # its Depends (kmod, initramfs-tools...) are host tools, not image content
-            deps = _dep_names(st.get("Depends", "")) + _dep_names(st.get("Pre-Depends", ""))
-            todo += [d for d in deps if _is_library(d) and d not in seen]
-    return dict(sorted(versions.items()))
 
 
 def cache_key(versions: dict[str, str]) -> str:
@@ -279,58 +151,6 @@ def cache_key(versions: dict[str, str]) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _deb_path(deb_dir: Path, name: str, version: str) -> Path | None:
-    pattern = f"{name}_{version.replace(':', '%3a')}_*.deb"
-    hits = sorted(deb_dir.glob(pattern))
-    return hits[0] if hits else None
-
-
-def download(versions: dict[str, str], deb_dir: Path, progress: Callable[[str], None],
-             on_stage: OnStage = _ignore) -> dict[str, Path]:
-    """``apt-get download`` every package not in ``deb_dir`` yet; ``{name: .deb path}``.
-
-    In at most :data:`DOWNLOAD_BATCHES` batches, each reported to ``on_stage`` when it is in. The
-    first batch that fails is retried once after ``apt-get update``.
-    """
-    deb_dir.mkdir(parents=True, exist_ok=True)
-    missing = [n for n, v in versions.items() if _deb_path(deb_dir, n, v) is None]
-    done = len(versions) - len(missing)
-    if missing:
-        progress(f"downloading {len(missing)} Debian packages into {deb_dir}")
-    on_stage(BuildProgress("download", done, len(versions)))
-    if missing:
-        size = -(-len(missing) // DOWNLOAD_BATCHES)
-        updated = False
-        for i in range(0, len(missing), size):
-            batch = missing[i:i + size]
-            argv = ["apt-get", "download", *(f"{n}={versions[n]}" for n in batch)]
-            proc = _run(argv, timeout=900, cwd=deb_dir)
-            if proc.returncode != 0 and not updated:
-                progress("apt-get download failed; refreshing the package lists (apt-get update)")
-                _run(["apt-get", "update"], timeout=300)
-                updated = True
-                proc = _run(argv, timeout=900, cwd=deb_dir)
-            if proc.returncode != 0:
-                raise BuildError(f"apt-get download failed: {proc.stderr.strip()[-2000:]}")
-            done += len(batch)
-            on_stage(BuildProgress("download", done, len(versions), batch[-1]))
-    paths = {}
-    for n, v in versions.items():
-        p = _deb_path(deb_dir, n, v)
-        if p is None:
-            raise BuildError(f"{n}={v} was not downloaded into {deb_dir}")
-        paths[n] = p
-    return paths
-
-
-def unpack(debs: dict[str, Path], staging: Path, on_stage: OnStage = _ignore) -> None:
-    """``dpkg -x`` every package into ``staging``, each reported to ``on_stage``."""
-    for name in _counted("unpack", debs, on_stage):
-        proc = _run(["dpkg", "-x", str(debs[name]), str(staging)], timeout=300)
-        if proc.returncode != 0:
-            raise BuildError(f"dpkg -x {debs[name]} failed: {proc.stderr.strip()}")
 
 
 # --------------------------------------------------------------------------- the image tree
@@ -358,7 +178,7 @@ def _ldd(binary: Path, staging: Path) -> list[tuple[str, str]]:
     env["LD_LIBRARY_PATH"] = ":".join(
         str(staging / d) for d in (f"lib/{MULTIARCH}", LIBDIR) if (staging / d).is_dir()
     )
-    proc = _run(["ldd", str(binary)], timeout=30, env=env)
+    proc = run_tool(["ldd", str(binary)], timeout=30, env=env)
     if "not a dynamic executable" in proc.stdout + proc.stderr:
         return []
     if proc.returncode != 0:
@@ -404,7 +224,7 @@ def _module_closure(wanted: Iterable[str], files: dict[str, Path], builtin: set[
         if name not in files:
             raise BuildError(f"the kernel package has no module {name} (and it is not built in)")
         state[name] = 1
-        proc = _run(["modinfo", "-F", "depends", str(files[name])], timeout=30)
+        proc = run_tool(["modinfo", "-F", "depends", str(files[name])], timeout=30)
         if proc.returncode != 0:
             raise BuildError(f"modinfo {files[name]}: {proc.stderr.strip()}")
         for dep in filter(None, proc.stdout.strip().split(",")):
@@ -482,7 +302,7 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
     # busybox and its applet links
     bb = staging / "bin/busybox"
     _copy(bb, root / "usr/bin/busybox", 0o755)
-    applets = _run([str(bb), "--list-full"], timeout=30).stdout.split()
+    applets = run_tool([str(bb), "--list-full"], timeout=30).stdout.split()
     linked = 0
     for a in applets:
         if Path(a).name in SKIP_APPLETS:
@@ -549,7 +369,7 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
     for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
         if (modsrc / meta).exists():
             _copy(modsrc / meta, moddst / meta, 0o644)
-    proc = _run(["depmod", "-b", str(root), kernel_version], timeout=60)
+    proc = run_tool(["depmod", "-b", str(root), kernel_version], timeout=60)
     if proc.returncode != 0:
         raise BuildError(f"depmod -b failed: {proc.stderr.strip()}")
     (root / "etc/testbed/boot-modules").write_text("".join(rel_of[m] + "\n" for m in boot))
@@ -579,7 +399,7 @@ def _assemble(staging: Path, root: Path, kernel_version: str, progress: Callable
             "firmware": sorted(FIRMWARE)}
 
 
-def _smoke_test(root: Path, on_stage: OnStage = _ignore) -> dict[str, str]:
+def _smoke_test(root: Path, on_stage: OnStage = no_progress) -> dict[str, str]:
     """Run every tool inside the image tree (chroot): catches a missing library at build time."""
     checks = {
         "ip": ["/usr/sbin/ip", "-V"],
@@ -596,8 +416,8 @@ def _smoke_test(root: Path, on_stage: OnStage = _ignore) -> dict[str, str]:
     urandom = root / "dev/urandom"  # hostapd and wpa_supplicant open it before printing -v
     os.mknod(urandom, 0o666 | stat.S_IFCHR, os.makedev(1, 9))
     try:
-        for name in _counted("smoke test", checks, on_stage):
-            proc = _run(["chroot", str(root), *checks[name]], timeout=30)
+        for name in counted_stage("smoke test", checks, on_stage):
+            proc = run_tool(["chroot", str(root), *checks[name]], timeout=30)
             text = (proc.stdout + proc.stderr).strip()
             if proc.returncode not in (0, 1) or "error while loading shared libraries" in text:
                 raise BuildError(f"{name} does not run inside the image: {text[-500:]}")
@@ -672,10 +492,10 @@ def build_image(
     and as it advances, for a progress display.
     """
     say = progress or (lambda msg: log.info("%s", msg))
-    report = on_stage or _ignore
+    report = on_stage or no_progress
     if os.geteuid() != 0:
         raise BuildError("building the VM image needs root (dpkg -x ownership, chroot smoke test)")
-    with _one_step("resolve", report):
+    with one_step_stage("resolve", report):
         versions = resolve_packages()
     key = cache_key(versions)
     vm_dir = cache_root / "vm"
@@ -704,12 +524,12 @@ def build_image(
             if not vmlinuz.is_file():
                 raise BuildError(f"{kernel_pkg} has no boot/vmlinuz-{kernel_version}")
             say(f"assembling the initramfs (kernel {kernel_version})")
-            with _one_step("assemble", report):
+            with one_step_stage("assemble", report):
                 content = _assemble(staging, root, kernel_version, say)
             tools = _smoke_test(root, report)
             shutil.copyfile(vmlinuz, out / "vmlinuz")
             say("writing initrd.img")
-            with _one_step("initrd", report):
+            with one_step_stage("initrd", report):
                 _write_initrd(root, out / "initrd.img")
             manifest = {
                 "key": key,
