@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.lab import backends, capabilities, cleanup, cpu, names, netns, procs, queue_math, runs, shaping
+from testbed.lab import backends, capabilities, cleanup, cpu, host_shaping, names, netns, procs, queue_math, runs
 from testbed.lab.plan import HostPlan, LabError, LabPlan, LinkShape
 from testbed.lab.namespace_lab import NamespaceLab
 
@@ -200,16 +200,16 @@ def test_netem_request_encodes_as_intended() -> None:
     """The hand-built netem request (no bogus TCA_RATE) round-trips through pyroute2's codec."""
     from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-    opts = shaping._netem_options(rate_Bps=3_000_000, overhead=20, delay_ms=1.5, jitter_ms=0.25,
+    opts = host_shaping._netem_options(rate_Bps=3_000_000, overhead=20, delay_ms=1.5, jitter_ms=0.25,
                                   loss_pct=0.5, limit_packets=77)
     m = tcmsg()
-    m["index"], m["handle"], m["parent"] = 1, 0x10000, shaping.TC_H_ROOT
+    m["index"], m["handle"], m["parent"] = 1, 0x10000, host_shaping.TC_H_ROOT
     m["attrs"] = [["TCA_KIND", "netem"], ["TCA_OPTIONS", opts]]
     m.encode()
     back = tcmsg(m.data)
     back.decode()
     assert back.get_attr("TCA_RATE") is None
-    d = shaping._decode_qdisc(back)
+    d = host_shaping._decode_qdisc(back)
     assert d["kind"] == "netem" and d["limit_packets"] == 77
     assert d["delay_ms"] == pytest.approx(1.5, abs=1e-3)
     assert d["jitter_ms"] == pytest.approx(0.25, abs=1e-3)
@@ -501,7 +501,7 @@ def shaped_lab(caps):
 def test_tbf_burst_is_small(shaped_lab, caps) -> None:
     reports = shaped_lab.reshape(LinkShape(rate_mbit=24, queue_packets=50))
     up = reports[0]
-    tree = shaping.read_tree(shaped_lab.namespace("ap"), up.interface)
+    tree = host_shaping.read_tree(shaped_lab.namespace("ap"), up.interface)
     if caps.has("netem"):
         q = next(q for q in tree["qdiscs"] if q["kind"] == "netem")
         assert q["rate_mbit"] == pytest.approx(24, rel=0.01)
@@ -612,11 +612,11 @@ def test_ingress_shaping_via_ifb(shaped_lab, caps) -> None:
     lab.reshape(LinkShape(rate_mbit=24, queue_packets=50))
     ns, es_if = lab.namespace("es"), lab.interface("es")
     ifb = names.ifb_name(lab.run_id, "in")
-    shaping.add_ifb(ns, ifb)
+    host_shaping.add_ifb(ns, ifb)
     try:
-        red = shaping.redirect_to_ifb(ns, es_if, ifb, hook="ingress")
+        red = host_shaping.redirect_to_ifb(ns, es_if, ifb, hook="ingress")
         assert red["hook"] == "ingress"
-        rep = shaping.apply_shape(ns, ifb, LinkShape(rate_mbit=3, queue_packets=50), caps,
+        rep = host_shaping.apply_shape(ns, ifb, LinkShape(rate_mbit=3, queue_packets=50), caps,
                                   label="es-ingress", feeds=[es_if])
         srv = start_iperf_server(lab, "es", 5203)
         try:

@@ -18,7 +18,7 @@ Who does what, from the bottom up (a module imports only modules above it in thi
 * :mod:`~testbed.lab.nsconfig` -- a host namespace's sysctls and segmentation offloads;
 * :mod:`~testbed.lab.signals` -- SIGINT/SIGTERM deferred around lifecycle steps, SIGTERM as
   ``SystemExit`` while a lab is up;
-* :mod:`~testbed.lab.shaping` -- the host kernel's qdisc trees over netlink, with a report of
+* :mod:`~testbed.lab.host_shaping` -- the host kernel's qdisc trees over netlink, with a report of
   what the kernel holds;
 * :mod:`~testbed.lab.cleanup` -- removing a run's owned objects by name (namespaces and the
   processes in them, interfaces, cgroups, record);

@@ -22,7 +22,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from testbed.lab import cleanup, cpu, names, netns, runs, shaping
+from testbed.lab import cleanup, cpu, host_shaping, names, netns, runs
 
 KVM_GET_API_VERSION = 0xAE00
 
@@ -182,19 +182,19 @@ def _probe_network() -> list[Capability]:
                     return
                 try:
                     for m in ipr.tc("dump", index=index):
-                        if m["parent"] == shaping.TC_H_ROOT:
-                            ipr.tc("del", index=index, handle=m["handle"], parent=shaping.TC_H_ROOT)
+                        if m["parent"] == host_shaping.TC_H_ROOT:
+                            ipr.tc("del", index=index, handle=m["handle"], parent=host_shaping.TC_H_ROOT)
                 except Exception:
                     pass
                 out.append(Capability(name, True, f"{name} qdisc added and removed"))
 
-            try_qdisc("netem", lambda: shaping._nlm_add_qdisc(
-                ipr, "netem", index, 0x10000, shaping.TC_H_ROOT,
-                shaping._netem_options(rate_Bps=3_000_000, overhead=0, delay_ms=1,
+            try_qdisc("netem", lambda: host_shaping._nlm_add_qdisc(
+                ipr, "netem", index, 0x10000, host_shaping.TC_H_ROOT,
+                host_shaping._netem_options(rate_Bps=3_000_000, overhead=0, delay_ms=1,
                                        jitter_ms=0, loss_pct=0, limit_packets=100)))
-            try_qdisc("tbf", lambda: shaping._nlm_add_qdisc(
-                ipr, "tbf", index, 0x10000, shaping.TC_H_ROOT,
-                shaping._tbf_options(3_000_000, 3028, 151400, 0)))
+            try_qdisc("tbf", lambda: host_shaping._nlm_add_qdisc(
+                ipr, "tbf", index, 0x10000, host_shaping.TC_H_ROOT,
+                host_shaping._tbf_options(3_000_000, 3028, 151400, 0)))
             try_qdisc("htb", lambda: ipr.tc("add", "htb", index, 0x10000, default=0x10))
             try_qdisc("pfifo", lambda: ipr.tc("add", "pfifo", index, 0x10000, limit=10))
             # clsact + ifb + u32 + mirred
@@ -215,8 +215,8 @@ def _probe_network() -> list[Capability]:
             if clsact and ifb_index:
                 try:
                     ipr.tc(
-                        "add-filter", "u32", index, parent=shaping.TC_H_CLSACT_INGRESS, prio=1,
-                        protocol=shaping.ETH_P_ALL, target=0x10001, keys=["0x0/0x0+0"],
+                        "add-filter", "u32", index, parent=host_shaping.TC_H_CLSACT_INGRESS, prio=1,
+                        protocol=host_shaping.ETH_P_ALL, target=0x10001, keys=["0x0/0x0+0"],
                         action={"kind": "mirred", "direction": "egress", "action": "redirect",
                                 "ifindex": ifb_index},
                     )
@@ -226,8 +226,8 @@ def _probe_network() -> list[Capability]:
                     d = f"u32 match-all + mirred redirect failed: {_err(e)}"
                     # tell which one is missing
                     try:
-                        ipr.tc("add-filter", "u32", index, parent=shaping.TC_H_CLSACT_INGRESS,
-                               prio=2, protocol=shaping.ETH_P_ALL, target=0x10001,
+                        ipr.tc("add-filter", "u32", index, parent=host_shaping.TC_H_CLSACT_INGRESS,
+                               prio=2, protocol=host_shaping.ETH_P_ALL, target=0x10001,
                                keys=["0x0/0x0+0"])
                         out.append(Capability("u32", True, "u32 filters"))
                         out.append(Capability("mirred", False, d, KERNEL_FIX["mirred"]))

@@ -27,7 +27,7 @@ node's UDP load must meet in ONE queue with ONE rate:
 ``LinkShape.fair_per_station`` (LTE: the eNB schedules resource blocks fairly) turns each queue
 into HTB with one class per station (rate = R/n, ceil = R) so one UE cannot starve another;
 without it (WiFi) it is one FIFO whose packet limit decides the queueing delay. See
-``testbed.lab.shaping`` for the exact qdisc trees with and without netem, and for what the
+``testbed.lab.host_shaping`` for the exact qdisc trees with and without netem, and for what the
 report says about bursts. Up- and downlink are modelled as two independent queues (full duplex);
 WiFi's half-duplex airtime sharing between the directions is not modelled.
 
@@ -60,7 +60,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from testbed.lab import capabilities as caps_mod
-from testbed.lab import names, netns, shaping
+from testbed.lab import host_shaping, names, netns
 from testbed.lab.base import LabBase, LabSetup
 from testbed.lab.nsconfig import disable_offloads
 from testbed.lab.plan import LabError, LabPlan, LabState, ShapingReport, StationClass, LinkShape
@@ -102,7 +102,7 @@ class NamespaceLab(LabBase):
             raise LabError("missing: " + "; ".join(
                 f"{c}: {self._caps[c].detail} (fix: {self._caps[c].fix})" for c in missing))
         try:
-            shaping.choose_tree(self.plan.medium, self._caps)
+            host_shaping.choose_tree(self.plan.medium, self._caps)
         except RuntimeError as e:
             raise LabError(str(e)) from e
         needs_ifb = len(self.plan.stations) > 1 or len(self.plan.wired) > 1
@@ -188,12 +188,12 @@ class NamespaceLab(LabBase):
         ns = self.namespace(router)
         if len(self.plan.wired) > 1:
             self._uplink_if = names.ifb_name(self.run_id, "ul")
-            shaping.add_ifb(ns, self._uplink_if)
+            host_shaping.add_ifb(ns, self._uplink_if)
         elif self.plan.wired:
             self._uplink_if = self.router_interface(self.plan.wired[0].name)
         if len(self.plan.stations) > 1:
             self._downlink_if = names.ifb_name(self.run_id, "dl")
-            shaping.add_ifb(ns, self._downlink_if)
+            host_shaping.add_ifb(ns, self._downlink_if)
         elif self.plan.stations:
             self._downlink_if = self.router_interface(self.plan.stations[0].name)
 
@@ -224,8 +224,8 @@ class NamespaceLab(LabBase):
             if names.is_owned_ifb(self._uplink_if) and new_redirects:
                 for i in wired_ifs:
                     self._redirects.append(
-                        shaping.redirect_to_ifb(ns, i, self._uplink_if, "egress"))
-            r = shaping.apply_shape(ns, self._uplink_if, up_shape, self._caps, label="uplink",
+                        host_shaping.redirect_to_ifb(ns, i, self._uplink_if, "egress"))
+            r = host_shaping.apply_shape(ns, self._uplink_if, up_shape, self._caps, label="uplink",
                                     stations=stations, match="src", feeds=wired_ifs)
             reports.append(r)
         if self._downlink_if:
@@ -233,8 +233,8 @@ class NamespaceLab(LabBase):
             if names.is_owned_ifb(self._downlink_if) and new_redirects:
                 for i in st_ifs:
                     self._redirects.append(
-                        shaping.redirect_to_ifb(ns, i, self._downlink_if, "egress"))
-            r = shaping.apply_shape(ns, self._downlink_if, down_shape, self._caps,
+                        host_shaping.redirect_to_ifb(ns, i, self._downlink_if, "egress"))
+            r = host_shaping.apply_shape(ns, self._downlink_if, down_shape, self._caps,
                                     label="downlink", stations=stations, match="dst", feeds=st_ifs)
             reports.append(r)
         for r in reports:

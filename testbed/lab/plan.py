@@ -75,7 +75,7 @@ class LinkShape:
     """The shared medium: rate (Mbit/s, counting whole Ethernet frames + ``overhead_bytes``),
     delay/jitter/loss (netem only), queue limit in packets, per-station fairness (HTB), and the
     token-bucket burst for tbf/htb (None = one frame + 0.5 ms at the rate: about 1.1-2 frames at
-    3-24 Mbit/s, the smallest that keeps the rate; see ``testbed.lab.shaping``)."""
+    3-24 Mbit/s, the smallest that keeps the rate; see ``testbed.lab.host_shaping``)."""
 
     rate_mbit: float
     delay_ms: float = 0

@@ -1,6 +1,6 @@
 """A shaped queue in numbers: frame costs, token-bucket sizes, the per-station HTB tree.
 
-No side effects: both shapers build from this, the host kernel's (``testbed.lab.shaping``, over
+No side effects: both shapers build from this, the host kernel's (``testbed.lab.host_shaping``, over
 netlink) and the AP VM's (``testbed.vm.lab``, with ``tc`` over SSH).
 
 Token-bucket fidelity (tbf and htb). A bucket starts full, so after an idle period the first
