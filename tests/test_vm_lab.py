@@ -58,9 +58,8 @@ def test_auto_prefers_host_netem_then_the_vm_then_tbf(monkeypatch):
 
 
 def test_fair_medium_is_htb_with_netem_leaves():
-    from testbed.lab.plan import StationClass
-    from testbed.lab.plan import LinkShape
-    from testbed.vm import lab
+    from testbed.lab.plan import LinkShape, StationClass
+    from testbed.vm import medium
 
     ran = []
 
@@ -68,9 +67,9 @@ def test_fair_medium_is_htb_with_netem_leaves():
         def run(self, argv, timeout=30, check=True):
             ran.append(argv if isinstance(argv, str) else " ".join(argv))
 
-    report = lab.VmShapingReport("uplink", "vm", "eth3", "htb+netem", ["eth3"], {})
+    report = medium.VmShapingReport("uplink", "vm", "eth3", "htb+netem", ["eth3"], {})
     shape = LinkShape(rate_mbit=3, delay_ms=12, queue_packets=128, fair_per_station=True)
-    cmds, optimism = lab._apply_fair(FakeVm(), "eth3", shape,
+    cmds, optimism = medium._apply_fair(FakeVm(), "eth3", shape,
                                      [StationClass("md", "198.18.1.0/24"),
                                       StationClass("ext", "198.18.2.0/24")], "src", report)
     text = "\n".join(ran)

@@ -8,11 +8,12 @@ wired to the AP)::
         ext (tb-<run>-ext)  198.18.2.2/24 ──veth── 198.18.2.1 ├ ap (tb-<run>-ap)
         es  (tb-<run>-es)   198.19.0.2/24 ──veth── 198.19.0.1 ┘   ip_forward=1
 
-Address plan (``testbed.lab.plan.address_plan``, from ``LabPlan.subnet``, default 198.18.0.0/15, the benchmarking range): the first
-half (198.18.0.0/16) holds the wireless stations (roles ``md`` and ``ext``), the k-th station
-(k = 1, 2, ... in plan order) on 198.18.k.0/24; the second half (198.19.0.0/16) holds the wired
-hosts (role ``es``), the j-th (j = 0, 1, ...) on 198.19.j.0/24. In each /24 the router side is
-``.1`` and the host side ``.2``; every host's default route points at its ``.1``.
+Address plan (``testbed.lab.plan.address_plan``, from ``LabPlan.subnet``, default 198.18.0.0/15,
+the benchmarking range): the first half (198.18.0.0/16) holds the wireless stations (roles ``md``
+and ``ext``), the k-th station (k = 1, 2, ... in plan order) on 198.18.k.0/24; the second half
+(198.19.0.0/16) holds the wired hosts (role ``es``), the j-th (j = 0, 1, ...) on 198.19.j.0/24. In
+each /24 the router side is ``.1`` and the host side ``.2``; every host's default route points at
+its ``.1``.
 
 The shared medium. Wireless stations share one channel, so the MD's frames and the external
 node's UDP load must meet in ONE queue with ONE rate:
@@ -40,12 +41,12 @@ namespace by default (no router solicitations / MLD noise on the shaped links); 
 (every host) and ``HostPlan.sysctls`` (one host) set any ``net.*`` sysctl; the TCP ones that
 decide per-frame transfer times (``RECORDED_SYSCTLS``) are read back and reported per host.
 
-Signals and teardown: ``up()`` and ``down()`` run with SIGINT/SIGTERM deferred (blocked in the main
-thread, delivered right after), so an interrupt never leaves a half-made object. A failure
-or interrupt during ``up()`` tears down whatever was made and re-raises. As a context manager the
-lab is torn down on any exit, including KeyboardInterrupt, and SIGTERM is turned into
-``SystemExit`` while the lab is up (if no other SIGTERM handler is installed). A SIGKILLed run
-is removed by ``testbed clean`` (``testbed.lab.backends.clean``): everything carries the run's owned prefix.
+Signals and teardown: ``up()`` and ``down()`` run with SIGINT/SIGTERM deferred (blocked in the
+main thread, delivered right after), so an interrupt never leaves a half-made object. A failure or
+interrupt during ``up()`` tears down whatever was made and re-raises. As a context manager the lab
+is torn down on any exit, including KeyboardInterrupt, and SIGTERM is turned into ``SystemExit``
+while the lab is up (if no other SIGTERM handler is installed). A SIGKILLed run is removed by
+``testbed clean`` (``testbed.lab.backends.clean``): everything carries the run's owned prefix.
 """
 
 

@@ -64,7 +64,8 @@ class HostPlan:
     def __post_init__(self) -> None:
         names.check_host(self.name)
         if self.role not in LAB_ROLES:
-            raise ValueError(f"host {self.name}: role must be one of {LAB_ROLES}, got {self.role!r}")
+            raise ValueError(
+                f"host {self.name}: role must be one of {LAB_ROLES}, got {self.role!r}")
         object.__setattr__(self, "sysctls", _sysctl_items(self.sysctls))
         if self.cpu_fraction is not None and not (0 < self.cpu_fraction <= 64):
             raise ValueError(f"host {self.name}: cpu_fraction must be in (0, 64]")

@@ -141,11 +141,11 @@ def stop_pids(pids: Iterable[int], *, term_grace_s: float = TERM_GRACE_S,
               where: Mapping[int, str] | None = None) -> list[str]:
     """SIGTERM, wait, SIGKILL the survivors, wait until every one has exited; what was done.
 
-    ``term_grace_s`` for SIGTERM, the rest of ``timeout_s`` for SIGKILL to take effect. Never signals this
-    process, its parent or init. A pid is told from a later process with the same number by its
-    start time, read before the first signal. Exited children are left for their owners to
-    reap (a zombie whose threads are all gone holds nothing). ``where``: pid -> where it was
-    found (its namespace), named in the returned lines. A process still running at the end
+    ``term_grace_s`` for SIGTERM, the rest of ``timeout_s`` for SIGKILL to take effect. Never
+    signals this process, its parent or init. A pid is told from a later process with the same
+    number by its start time, read before the first signal. Exited children are left for their
+    owners to reap (a zombie whose threads are all gone holds nothing). ``where``: pid -> where it
+    was found (its namespace), named in the returned lines. A process still running at the end
     (stuck in the kernel) is named with ``STILL RUNNING`` and logged.
     """
     protected = {os.getpid(), os.getppid(), 1}
