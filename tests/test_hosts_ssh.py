@@ -185,7 +185,7 @@ def test_run_keys_layout_and_modes(tmp_path):
     lines = keys.known_hosts.read_text().splitlines()
     assert lines[0].startswith("198.18.0.2 ssh-ed25519 ")
     assert lines[1].startswith("[198.18.0.3]:2200 ssh-ed25519 ")
-    assert keys.known_hosts_map()["198.18.0.3:2200"] == keys.hosts["es"].key.openssh_public
+    assert lines[1].split()[1:3] == keys.hosts["es"].key.openssh_public.split()[:2]
     # host keys differ from each other and from the client key
     assert len({keys.client.key_base64, *(e.key.key_base64 for e in keys.hosts.values())}) == 3
     with pytest.raises(FileExistsError):

@@ -276,10 +276,6 @@ class RunKeys:
     def host_key_for(self, name: str) -> KeyPair:
         return self.hosts[name].key
 
-    def known_hosts_map(self) -> dict[str, str]:
-        """``"address:port"`` → ``"keytype base64"`` for every host."""
-        return {f"{e.address}:{e.port}": e.key.openssh_public for e in self.hosts.values()}
-
     def describe(self) -> dict:
         """JSON-able summary (public material only) for a run manifest."""
         return {

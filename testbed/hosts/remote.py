@@ -690,10 +690,6 @@ class RemoteProcess:
     def rc_path(self) -> str:
         return self._path("rc")
 
-    @property
-    def pid_path(self) -> str:
-        return self._path("pid")
-
     def alive(self, timeout: float = 10.0) -> bool:
         """Is any (non-zombie) process of its process group still running?"""
         res = self.host._script(_ALIVE, [self.pid, self.rc_path], timeout=timeout)

@@ -61,9 +61,6 @@ class Capabilities:
     def __iter__(self):
         return iter(self.items)
 
-    def to_list(self) -> list[dict[str, Any]]:
-        return [c.to_dict() for c in self.items]
-
     def summary(self) -> dict[str, bool]:
         return {c.name: c.available for c in self.items}
 

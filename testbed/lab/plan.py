@@ -145,10 +145,6 @@ class LabPlan:
     def wired(self) -> tuple[HostPlan, ...]:
         return tuple(h for h in self.hosts if h.role in WIRED_ROLES)
 
-    @property
-    def downlink_shape(self) -> LinkShape:
-        return self.downlink or self.medium
-
     def host(self, name: str) -> HostPlan:
         for h in self.hosts:
             if h.name == name:
