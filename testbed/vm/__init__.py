@@ -12,6 +12,8 @@ Who does what:
   killed run left (called by ``testbed.lab.backends.clean``);
 * :mod:`testbed.vm.shaping` -- netem inside the VM over SSH (rate, delay, jitter, loss, limit),
   offloads off on the shaped path, and the physical floor to compare transfers with;
+* :mod:`testbed.vm.medium` -- the lab's shared medium in the VM: one queue per direction (netem,
+  or the per-station HTB tree with netem leaves), read back and checked;
 * :mod:`testbed.vm.radio` -- WiFi mode: hostapd and wpa_supplicant on mac80211_hwsim radios in
   the VM;
 * :mod:`testbed.vm.lab` -- the ``vm`` lab backend (:class:`~testbed.vm.lab.VmLab`, a
