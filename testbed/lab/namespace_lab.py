@@ -149,11 +149,7 @@ class NamespaceLab(LabBase):
 
     def _create_namespaces(self) -> None:
         for h in self.plan.hosts:
-            netns.create_namespace(self.namespace(h.name))
-            ipr = self._ns_ipr(h.name)
-            lo = ipr.link_lookup(ifname="lo")
-            if lo:
-                ipr.link("set", index=lo[0], state="up")
+            netns.create_host_namespace(self.namespace(h.name))
 
     def _create_links(self) -> None:
         router = self.plan.router.name

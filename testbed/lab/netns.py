@@ -54,6 +54,15 @@ def create_namespace(name: str) -> None:
         raise OSError(errno.ENOENT, "namespace was not created", name)
 
 
+def create_host_namespace(name: str) -> None:
+    """:func:`create_namespace` with its loopback up (what every lab host starts from)."""
+    create_namespace(name)
+    with iproute(name) as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+
+
 def remove_namespace(name: str) -> bool:
     """Unmount and unlink the namespace's bind mount (``ip netns del``); False if absent."""
     if not namespace_exists(name):

@@ -50,8 +50,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from pyroute2 import IPRoute
-
 from testbed.lab import netns, procs
 from testbed.lab.base import LabBase, LabSetup
 from testbed.lab.nsconfig import disable_offloads
@@ -172,12 +170,7 @@ class VmLab(LabBase):
 
     # ---- steps -------------------------------------------------------------------------------
     def _create_namespace(self, h: HostPlan) -> None:
-        ns = self.namespace(h.name)
-        netns.create_namespace(ns)
-        with IPRoute(netns=ns, flags=0) as ipr:
-            lo = ipr.link_lookup(ifname="lo")
-            if lo:
-                ipr.link("set", index=lo[0], state="up")
+        netns.create_host_namespace(self.namespace(h.name))
         self._apply_sysctls(h)
 
     def _start_radios(self, settings: WifiSettings) -> None:
