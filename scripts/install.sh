@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 SYSTEM_PACKAGES=(python3 python3-venv iproute2 iperf3 openssh-server openssh-client ethtool procps
-                 hostapd wpasupplicant qemu-system-x86 kmod)
+                 hostapd wpasupplicant qemu-system-x86 kmod tcpdump)
 # chromium (the largest package) only renders the HTML report headless in one test
 [ "${TESTBED_NO_CHROMIUM:-0}" = 1 ] || SYSTEM_PACKAGES+=(chromium)
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from testbed import traffic
+from testbed import capture, traffic
+from testbed.agent_client import AgentError, AgentHandle
 from testbed.configs import Configuration
 from testbed.hosts.remote import Host
 from testbed.hostset import HostSet
@@ -79,6 +80,9 @@ class Orchestrator:
         self.es = scenario.host("es")
         self.ext = scenario.by_role("ext")
         self.manifest: dict[str, Any] = {}
+        self.agent: AgentHandle | None = None
+        """The head agent on the MD, started at the first step that needs one."""
+        self._agents_started = 0
 
     # ------------------------------------------------------------------ manifest
     def _load_manifest(self) -> None:
@@ -134,6 +138,7 @@ class Orchestrator:
                 self.manifest.update(status="failed", failure=start_failure("tail start-up", exc))
             raise
         finally:
+            self._drop_agent()
             if tail is not None:
                 tail.stop()
                 self._fetch_logs(tail)
@@ -199,15 +204,22 @@ class Orchestrator:
             self._save()
 
     def _measure(self, step: Step, record: dict[str, Any]) -> float:
-        load = self._start_load(step)
-        try:
-            if load:
-                time.sleep(self.scenario.sweep.settle_s)
-            frames_s = self._run_head(step, record)
-        finally:
-            achieved = self._stop_load(step, load, record)
+        names = {"md": self.md.name, "es": self.es.name, "router": self._router()}
+        with capture.step_captures(self.hosts, self.scenario.packet_capture, self.manifest["lab"],
+                                   names, step.id, self.out, TAIL_PORT, record):
+            load = self._start_load(step)
+            try:
+                if load:
+                    time.sleep(self.scenario.sweep.settle_s)
+                frames_s = self._run_head(step, record)
+            finally:
+                achieved = self._stop_load(step, load, record)
         self._collect(step, achieved)
         return frames_s
+
+    def _router(self) -> str:
+        routers = self.scenario.by_role("ap") or self.scenario.by_role("enb")
+        return routers[0].name if routers else ""
 
     # ------------------------------------------------------------------ competing load
     def _start_load(self, step: Step) -> list[tuple[Any, Any]]:
@@ -275,40 +287,61 @@ class Orchestrator:
     def _records_path(self, step: Step) -> str:
         return f"{self.hosts.workdir}/{step.id}.csv"
 
-    def _run_head(self, step: Step, record: dict[str, Any]) -> float:
-        md = self.hosts.host(self.md.name)
-        remote = self._records_path(step)
-        md.run(["rm", "-f", remote], timeout=10)
-        argv = self._argv(
-            "head", "--config-json", json.dumps(step.config.to_dict()),
+    def _head_argv(self, step: Step) -> list[str]:
+        """``testbed head``'s arguments for one step (what the agent runs)."""
+        argv = [
+            "--config-json", json.dumps(step.config.to_dict()),
             "--frames", str(self.scenario.frames), "--warmup", str(self.scenario.warmup),
-            "--images", str(self.scenario.images), "--records", remote,
+            "--images", str(self.scenario.images), "--records", self._records_path(step),
             *_threads(self.md), "--seed", str(self.scenario.seed),
             "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
             "--repetition", str(step.repetition),
-        )
+        ]
         if step.config.mode != "LC":
             argv += ["--connect", f"{self.hosts.address(self.es.name)}:{TAIL_PORT}"]
         if self.scenario.capture_rate_hz:
             argv += ["--capture-rate", str(self.scenario.capture_rate_hz)]
+        return argv
+
+    def _head_agent(self) -> AgentHandle:
+        """The run's head agent: the one already up if it still answers, else a new one."""
+        if self.agent is not None:
+            try:
+                self.agent.ping()
+                return self.agent
+            except (AgentError, ValueError) as exc:
+                log.warning("the head agent %s is gone (%s); starting a new one",
+                            self.agent.name, exc)
+                self._drop_agent()
+        self._agents_started += 1
+        self.agent = AgentHandle.start(self.hosts.host(self.md.name), self.hosts.python,
+                                       self.hosts.workdir, f"head-agent-{self._agents_started}")
+        return self.agent
+
+    def _drop_agent(self) -> None:
+        """Stop the head agent (if any) and keep its logs; the next step starts a new one."""
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            agent.stop()
+            self._fetch_logs(agent.process)
+
+    def _run_head(self, step: Step, record: dict[str, Any]) -> float:
+        md = self.hosts.host(self.md.name)
+        remote = self._records_path(step)
+        md.run(["rm", "-f", remote], timeout=10)
+        agent = self._head_agent()
         total = self.scenario.frames + self.scenario.warmup
-        head = md.start(argv, f"head-{step.id}", self.hosts.workdir)
         started = time.monotonic()
         deadline = started + 120 + total * FRAME_TIMEOUT_S
         try:
-            while True:
-                rc = head.wait(1.0)
-                self._report_frames(step, md, remote)
-                if rc is not None:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"head did not finish {total} frames in {deadline - started:.0f} s")
-        finally:
-            head.stop()
-            self._fetch_logs(head)
-        if rc not in (0, 1):  # 1: some frames failed but were recorded
-            err = self._read_remote(md, head.stderr_path).strip().splitlines()
-            raise RuntimeError(f"head exited with status {rc}: {err[-1] if err else 'no output'}")
+            done = agent.run_step(step.id, self._head_argv(step), deadline,
+                                  lambda: self._report_frames(step, md, remote))
+        except (AgentError, ValueError) as exc:  # died, hung, or answered nonsense
+            self._drop_agent()
+            raise RuntimeError(f"head agent: {exc}") from exc
+        self._report_frames(step, md, remote)
+        if done.error:
+            raise RuntimeError(f"head could not run the step: {done.error}")
         return time.monotonic() - started
 
     def _report_frames(self, step: Step, md: Host, remote: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from testbed import presets
+from testbed.capture_settings import PacketCapture, parse_packet_capture
 from testbed.checks import BAD, NAME, NAME_RE, Checker, Problem, describe, join, ok
 from testbed.configs import Configuration
 from testbed.configuration_section import parse_configurations
@@ -152,6 +153,8 @@ class Scenario:
     model: str
     n_ch: int
     limits: Limits = Limits()
+    packet_capture: PacketCapture = PacketCapture()
+    """Per-step tcpdump captures of packet headers (``testbed.capture_settings``)."""
     source: str = field(default="<string>", compare=False)
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
@@ -196,6 +199,7 @@ TOP_KEYS = (
     "model",
     "n_ch",
     "limits",
+    "packet_capture",
 )
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
@@ -423,6 +427,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     images = ck.get(top, "images", "", ck.string, "builtin")
     seed = ck.get(top, "seed", "", ck.integer, 0, minimum=0)
     limits = _parse_limits(ck, top.get("limits"))
+    packet_capture = parse_packet_capture(ck, top.get("packet_capture"))
 
     if ck.problems:
         raise ScenarioError(ck.problems)
@@ -451,6 +456,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
         model=model,
         n_ch=n_ch,
         limits=limits,
+        packet_capture=packet_capture,
         source=source,
         warnings=tuple(ck.warnings),
     )
@@ -502,6 +508,7 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
         model=s.model,
         n_ch=s.n_ch,
         limits=dataclasses.asdict(s.limits),
+        packet_capture=s.packet_capture.to_dict(),
     )
     return out
 

@@ -1,0 +1,406 @@
+"""Each frame's ``comm`` split into its parts, from the step's packet captures.
+
+Clock: tcpdump stamps CLOCK_REALTIME; a record's times are CLOCK_MONOTONIC (``perf_counter_ns``)
+on the MD. The step's manifest record holds the MD's realtime - monotonic offset read before and
+after the step; a frame's send start is ``capture_ns + md_proc`` and its reply ``capture_ns +
+total``, moved to the capture clock by the mean offset. In the emulated lab every host shares one
+kernel clock, so the four capture points and both records' times are on one time line.
+
+Matching: the step's head<->tail connection is the TCP flow to the tail's port carrying most
+bytes. Frames are sent back to back on it, each ``wire_bytes`` long, after the Hello: the first
+frame starts at the first new byte the MD sends after its send start, and frame k covers the
+``wire_bytes`` after frame k-1 (checked against the first new byte after each frame's own send
+start). Transmissions are matched between the two sides of the bottleneck by (sequence, length,
+IP id): a retransmission has the same sequence but a new IP id.
+
+Parts (``FrameParts``), adding up to ``comm`` by construction up to ``residual``:
+
+- ``stall``: the MD had frame bytes still to send but none of them was in the bottleneck (the
+  sender waited for ACKs: cwnd/rwnd-limited, e.g. slow start after idle);
+- ``retransmission``: the same, before a retransmitted segment (waiting to detect the loss);
+- ``queue``: a frame segment waited in the bottleneck's queue behind other traffic;
+- ``serialization``: the bottleneck sent the frame's bytes (Ethernet frame + overhead at the
+  shaped rate);
+- ``fixed``: the MD's send stack (send start -> first segment into the bottleneck), the
+  bottleneck's fixed delay ``D`` (propagation + forwarding: per step, the smallest one-way delay
+  minus serialization over all its frame segments) and the ES's stack (last byte at the ES ->
+  first reply byte leaving it, minus ``es_proc``);
+- ``reply``: first reply byte leaving the ES -> reply received by the MD's application.
+
+The walk over the frame's segments in the order they left the bottleneck keeps a cursor ``c``
+(when the bottleneck last finished a frame segment, ``out - D``): before segment i a gap
+``in_i - c`` is a stall (or a retransmission wait, when segment i is a retransmission), then
+``out_i - D - c`` is time in the bottleneck. Of that time, the frame's own bytes at the nominal
+rate are serialization (a retransmitted segment's go to ``retransmission``), the rest is queueing
+behind other traffic. Serialization comes from the bytes and the rate, not from packet spacing
+(the VM hands packets to its tap in bunches). A segment leaving before the cursor (reordering,
+jitter) adds nothing, and shows up in ``residual``; a frame whose ``|residual|`` exceeds
+``TOLERANCE_S``, whose stack parts are negative (clock offset wrong) or whose queueing is negative
+(the bottleneck faster than its nominal rate) is flagged with the reason.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from analysis.pcap_read import CaptureFileError, Segment, read_segments
+from testbed.records import FrameRecord, read_records
+
+log = logging.getLogger(__name__)
+
+TOLERANCE_S = 1e-3
+"""Largest |comm - sum of parts| (and negative stack time) accepted without a flag."""
+PARTS = ("queue", "serialization", "fixed", "stall", "retransmission", "reply")
+SEQ_MOD = 1 << 32
+NS = 1e-9
+
+
+class BreakdownError(ValueError):
+    """A step's captures cannot be split into frames (the message says which and why)."""
+
+
+@dataclass
+class FrameParts:
+    step: str
+    config: str
+    load_mbit: float | None
+    frame_id: int
+    warmup: bool
+    comm: float
+    queue: float = 0.0
+    serialization: float = 0.0
+    fixed: float = 0.0
+    stall: float = 0.0
+    retransmission: float = 0.0
+    reply: float = 0.0
+    retransmissions: int = 0
+    """Retransmitted frame segments (counted at the MD)."""
+    lost_in_bottleneck: int = 0
+    """Frame segments that entered the bottleneck and never left it."""
+    segments: int = 0
+    reply_md_wait: float = 0.0
+    """Of ``reply``: last reply byte at the MD's interface -> the application has it."""
+    residual: float = 0.0
+    flag: str = ""
+    """Empty when the parts add up within the tolerance; else the reason."""
+
+    @property
+    def parts_sum(self) -> float:
+        return sum(getattr(self, p) for p in PARTS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Flow:
+    client: tuple[str, int]
+    server: tuple[str, int]
+
+    def up(self, s: Segment) -> bool:
+        return (s.src, s.sport) == self.client and (s.dst, s.dport) == self.server
+
+    def down(self, s: Segment) -> bool:
+        return (s.src, s.sport) == self.server and (s.dst, s.dport) == self.client
+
+
+@dataclass
+class Transmission:
+    """One data segment of the flow seen at one point (relative sequence numbers)."""
+
+    t_ns: int
+    lo: int
+    hi: int
+    ip_id: int
+    wire_bytes: int
+    retransmitted: bool = False
+
+
+@dataclass
+class StepCaptures:
+    """The step's flow as seen at each role's point (md, bottleneck-in, bottleneck-out, es)."""
+
+    up: dict[str, list[Transmission]] = field(default_factory=dict)
+    down: dict[str, list[Transmission]] = field(default_factory=dict)
+
+
+def _relative(segments: list[Segment], flow: Flow) -> tuple[list[Transmission], list[Transmission]]:
+    up_isn = next((s.seq for s in segments if flow.up(s) and s.syn), None)
+    down_isn = next((s.seq for s in segments if flow.down(s) and s.syn), None)
+    up_isn = up_isn if up_isn is not None else min((s.seq for s in segments if flow.up(s)),
+                                                   default=0)
+    down_isn = down_isn if down_isn is not None else min(
+        (s.seq for s in segments if flow.down(s)), default=0)
+    up, down = [], []
+    for s in segments:
+        if s.payload <= 0:
+            continue
+        for side, isn, out in ((flow.up, up_isn, up), (flow.down, down_isn, down)):
+            if side(s):
+                lo = (s.seq - isn) % SEQ_MOD
+                out.append(Transmission(s.t_ns, lo, lo + s.payload, s.ip_id, s.wire_bytes))
+    for seq in (up, down):
+        seq.sort(key=lambda x: x.t_ns)
+        highest = 0
+        for x in seq:
+            x.retransmitted = x.lo < highest
+            highest = max(highest, x.hi)
+    return up, down
+
+
+def find_flow(segments: Iterable[Segment], port: int) -> Flow:
+    """The TCP flow to ``port`` that carries the most payload toward it."""
+    sizes: dict[tuple, int] = defaultdict(int)
+    for s in segments:
+        if s.dport == port:
+            sizes[(s.src, s.sport, s.dst, s.dport)] += s.payload
+    if not sizes:
+        raise BreakdownError(f"no TCP segment to port {port} in the capture")
+    src, sport, dst, dport = max(sizes, key=sizes.__getitem__)
+    return Flow((src, sport), (dst, dport))
+
+
+def load_step(folder: Path, step: str, record: dict[str, Any], port: int) -> StepCaptures:
+    """Read the step's captures (``CaptureFileError``/``BreakdownError`` say what is wrong)."""
+    captures = record.get("captures") or {}
+    by_role: dict[str, list[Segment]] = {}
+    for point, entry in captures.items():
+        if entry.get("error") or not entry.get("file"):
+            raise BreakdownError(f"step {step}: capture {point} was not kept: "
+                                 f"{entry.get('error', 'no file')}")
+        segments = read_segments(folder / entry["file"])
+        for role in entry.get("roles", ()):
+            by_role[role] = segments
+    missing = [r for r in ("md", "bottleneck-in", "bottleneck-out", "es") if r not in by_role]
+    if missing:
+        raise BreakdownError(f"step {step}: no capture for {', '.join(missing)}")
+    flow = find_flow(by_role["md"], port)
+    out = StepCaptures()
+    for role, segments in by_role.items():
+        out.up[role], out.down[role] = _relative(segments, flow)
+    return out
+
+
+def _offset_ns(record: dict[str, Any]) -> tuple[int, int]:
+    clock = record.get("clock") or {}
+    try:
+        before = clock["before"]["realtime_minus_monotonic_ns"]
+        after = clock["after"]["realtime_minus_monotonic_ns"]
+    except (KeyError, TypeError):
+        raise BreakdownError("the step record has no clock offsets (clock.before/after)") from None
+    return (before + after) // 2, abs(after - before)
+
+
+def _match(bin_: list[Transmission], bout: list[Transmission]) -> list[tuple[Transmission, Transmission]]:
+    """Pairs (into the bottleneck, out of it): same range and IP id, else the latest same range
+    that entered before it left."""
+    index: dict[tuple[int, int], list[Transmission]] = defaultdict(list)
+    for x in bin_:
+        index[(x.lo, x.hi)].append(x)
+    pairs = []
+    for y in bout:
+        cands = [x for x in index.get((y.lo, y.hi), ()) if x.t_ns <= y.t_ns]
+        if not cands:
+            continue
+        same = [x for x in cands if x.ip_id == y.ip_id]
+        pairs.append(((same or cands)[-1], y))
+    return pairs
+
+
+def _first_new_byte(seq: list[Transmission], after_ns: int) -> Transmission | None:
+    times = [x.t_ns for x in seq]
+    for x in seq[bisect.bisect_left(times, after_ns):]:
+        if not x.retransmitted:
+            return x
+    return None
+
+
+def _completion(arrivals: list[Transmission], lo: int, hi: int) -> tuple[int, list[Transmission]]:
+    """When every byte of [lo, hi) has arrived, and the arrivals (time order) up to then."""
+    covered: list[tuple[int, int]] = []
+    used = []
+    for y in arrivals:
+        if y.hi <= lo or y.lo >= hi:
+            continue
+        used.append(y)
+        covered.append((max(y.lo, lo), min(y.hi, hi)))
+        covered.sort()
+        merged = [covered[0]]
+        for a, b in covered[1:]:
+            if a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        covered = merged
+        if covered[0][0] <= lo and covered[0][1] >= hi:
+            return y.t_ns, used
+    raise BreakdownError(f"bytes {lo}-{hi} never all arrived at the ES")
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    rate_bps: float
+    overhead_bytes: int
+
+    def serialization_ns(self, wire_bytes: int) -> float:
+        return (wire_bytes + self.overhead_bytes) * 8 / self.rate_bps * 1e9
+
+
+def fixed_delay_ns(caps: StepCaptures, link: Bottleneck) -> float:
+    """The bottleneck's fixed one-way delay: the smallest (out - in - serialization) over the
+    step's uplink data segments (one that found the queue empty)."""
+    pairs = _match(caps.up["bottleneck-in"], caps.up["bottleneck-out"])
+    if not pairs:
+        raise BreakdownError("no uplink segment seen on both sides of the bottleneck")
+    return min(y.t_ns - x.t_ns - link.serialization_ns(x.wire_bytes) for x, y in pairs)
+
+
+def split_frame(r: FrameRecord, caps: StepCaptures, lo: int, offset_ns: int, d_ns: float,
+                link: Bottleneck, pairs: dict[int, Transmission]) -> FrameParts:
+    """One frame's parts (see the module docstring); ``pairs``: id(out) -> its ``in``."""
+    assert r.comm is not None and r.md_proc is not None and r.total is not None
+    parts = FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm)
+    hi = lo + r.wire_bytes
+    t_send = r.capture_ns + round(r.md_proc * 1e9) + offset_ns
+    t_reply = r.capture_ns + round(r.total * 1e9) + offset_ns
+    es_ns = round((r.es_proc or 0) * 1e9)
+    mine = [x for x in caps.up["md"] if x.hi > lo and x.lo < hi]
+    parts.retransmissions = sum(x.retransmitted for x in mine)
+    done_ns, used = _completion(caps.up["bottleneck-out"], lo, hi)
+    entered = [x for x in caps.up["bottleneck-in"] if x.hi > lo and x.lo < hi]
+    left = {id(pairs[id(y)]) for y in caps.up["bottleneck-out"] if id(y) in pairs}
+    parts.lost_in_bottleneck = sum(id(x) not in left for x in entered if x.t_ns <= done_ns)
+    parts.segments = len(used)
+    flags = []
+    first_in = min((x.t_ns for x in entered), default=None)
+    if first_in is None:
+        raise BreakdownError(f"frame {r.frame_id}: no segment entered the bottleneck")
+    md_stack = first_in - t_send
+    c = float(first_in)
+    walk = {"bottleneck": 0.0, "serialization": 0.0, "stall": 0.0, "retransmission": 0.0}
+    for y in sorted(used, key=lambda t: t.t_ns):
+        x = pairs.get(id(y))
+        if x is None:
+            flags.append("a segment left the bottleneck without entering it")
+            continue
+        if x.t_ns > c:
+            walk["retransmission" if x.retransmitted else "stall"] += x.t_ns - c
+            c = x.t_ns
+        done = y.t_ns - d_ns
+        if done > c:
+            walk["bottleneck"] += done - c
+            c = done
+        walk["retransmission" if x.retransmitted else "serialization"] += \
+            link.serialization_ns(y.wire_bytes)
+    walk["queue"] = walk.pop("bottleneck") - walk["serialization"] - sum(
+        link.serialization_ns(y.wire_bytes) for y in used
+        if id(y) in pairs and pairs[id(y)].retransmitted)
+    reply_first = _first_new_byte(caps.down["es"], done_ns)
+    if reply_first is None or reply_first.t_ns > t_reply:
+        raise BreakdownError(f"frame {r.frame_id}: no reply segment left the ES before the "
+                             "reply arrived")
+    es_stack = reply_first.t_ns - done_ns - es_ns
+    parts.queue, parts.serialization = walk["queue"] * NS, walk["serialization"] * NS
+    parts.stall, parts.retransmission = walk["stall"] * NS, walk["retransmission"] * NS
+    parts.fixed = (md_stack + d_ns + es_stack) * NS
+    parts.reply = (t_reply - reply_first.t_ns) * NS
+    reply_md = [x for x in caps.down["md"] if reply_first.t_ns <= x.t_ns <= t_reply]
+    if reply_md:
+        parts.reply_md_wait = (t_reply - reply_md[-1].t_ns) * NS
+    parts.residual = parts.comm - parts.parts_sum
+    tol_ns = TOLERANCE_S * 1e9
+    if md_stack < -tol_ns:
+        flags.append(f"first segment {-md_stack * NS * 1e3:.2f} ms before the send start (clock)")
+    if es_stack < -tol_ns:
+        flags.append(f"reply left the ES {-es_stack * NS * 1e3:.2f} ms before es_proc ended")
+    if parts.queue < -TOLERANCE_S:
+        flags.append(f"the frame left the bottleneck {-parts.queue * 1e3:.2f} ms sooner than "
+                     "its nominal rate allows")
+    if abs(parts.residual) > TOLERANCE_S:
+        flags.append(f"parts off by {parts.residual * 1e3:+.2f} ms (overlapping segments: "
+                     "jitter or a fixed delay below its estimate)")
+    parts.flag = "; ".join(dict.fromkeys(flags))
+    return parts
+
+
+def step_parts(folder: Path, step: str, record: dict[str, Any], records: list[FrameRecord],
+               link: Bottleneck, port: int) -> list[FrameParts]:
+    """Every frame of one step (records in frame order), split into its parts."""
+    caps = load_step(folder, step, record, port)
+    offset_ns, spread = _offset_ns(record)
+    if spread > TOLERANCE_S * 1e9:
+        log.warning("step %s: the MD's clock offset moved %.2f ms during the step", step,
+                    spread * 1e-6)
+    d_ns = fixed_delay_ns(caps, link)
+    pairs = {id(y): x for x, y in _match(caps.up["bottleneck-in"], caps.up["bottleneck-out"])}
+    frames = sorted(records, key=lambda r: r.frame_id)
+    out = []
+    lo = None
+    for r in frames:
+        if r.status != "ok" or r.comm is None:
+            break  # the step ended at a failed frame; later bytes are unknown
+        t_send = r.capture_ns + round((r.md_proc or 0) * 1e9) + offset_ns
+        first = _first_new_byte(caps.up["md"], t_send)
+        if first is None:
+            raise BreakdownError(f"step {step}: frame {r.frame_id}: the MD sent nothing new "
+                                 "after its send start")
+        if lo is None:
+            lo = first.lo
+        try:
+            parts = split_frame(r, caps, lo, offset_ns, d_ns, link, pairs)
+        except BreakdownError as exc:
+            parts = FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm,
+                               flag=str(exc))
+        if first.lo != lo:
+            parts.flag = "; ".join(filter(None, [parts.flag, (
+                f"first new byte after the send start is {first.lo}, expected {lo}")]))
+        out.append(parts)
+        lo += r.wire_bytes
+    return out
+
+
+def bottleneck_of(manifest: dict[str, Any]) -> Bottleneck:
+    """The uplink queue's rate and per-packet overhead, as the lab was asked to shape it."""
+    for report in (manifest.get("lab") or {}).get("shaping", []):
+        if report.get("label") == "uplink":
+            req = report["requested"]
+            return Bottleneck(req["rate_mbit"] * 1e6, int(req.get("overhead_bytes") or 0))
+    link = manifest["scenario"]["link"]
+    return Bottleneck(link["rate_mbit"] * 1e6, int(link.get("overhead_bytes") or 0))
+
+
+def run_parts(folder: Path | str, port: int = 5500) -> list[FrameParts]:
+    """Every frame of every step with captures in a result folder. A step whose captures cannot
+    be read is logged and left out (its error says why)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    link = bottleneck_of(manifest)
+    out: list[FrameParts] = []
+    for step, record in manifest.get("steps", {}).items():
+        if not record.get("captures") or record.get("config") is None:
+            continue
+        path = folder / "steps" / f"{step}.csv"
+        if not path.exists():
+            continue
+        records = [r for r in read_records(path) if r.mode != "LC"]
+        if not records:
+            continue
+        try:
+            out += step_parts(folder, step, record, records, link, port)
+        except (CaptureFileError, BreakdownError) as exc:
+            log.warning("step %s: no breakdown: %s", step, exc)
+    return out
+
+
+def has_captures(folder: Path | str) -> bool:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        return False
+    steps = json.loads(path.read_text()).get("steps", {})
+    return any(s.get("captures") for s in steps.values())
