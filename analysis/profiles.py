@@ -27,7 +27,8 @@ import numpy as np
 from analysis import paper
 
 PROFILE_KIND = "testbed-profile"
-PROFILE_SCHEMA = 1
+PROFILE_SCHEMA = 2
+"""2 added ``source`` and per-part distributions (``testbed.devices``); 1 still reads."""
 
 
 class ProfileError(ValueError):
@@ -107,7 +108,7 @@ def profile_from_dict(data: dict[str, Any], origin: str = "profile") -> DevicePr
         return DeviceProfile(
             key=device.get("key", "this-host"), name=device.get("name", "this host"),
             full_s=full, hardware=device.get("hardware", ""), measured=True, parts=parts,
-            source=(f"measured by `testbed profile` on {device.get('name', 'this host')} "
+            source=data.get("source") or (f"measured by `testbed profile` on {device.get('name', 'this host')} "
                     f"({data.get('created', '?')}, median of {data.get('frames', '?')} frames, "
                     f"{threads} torch thread(s))"),
         )

@@ -8,9 +8,11 @@ in this process, exactly what the runtime does per frame (``testbed.payloads``):
   head, quantize, encode);
 - ES part: ``es_input`` + ``es_predict`` (EC: JPEG decode + whole model; SC: dequantize + tail);
 
-the median of N frames after W warm-up frames, plus the payload and wire bytes. The result is a
-JSON *profile* that ``analysis.profiles.read_profile`` reads: it gives the analytic model this
-machine's full-model times and the head/tail shares of each split.
+the median of N frames after W warm-up frames, every frame's time (``md_samples_s``,
+``es_samples_s``), plus the payload and wire bytes. The result is a JSON *device profile*
+(``testbed.devices``): a host of a scenario can replay it (``compute: FILE``, so a lab profiles
+its Pi once and then sweeps networks on a laptop), and ``analysis.profiles.read_profile`` gives
+the analytic model this machine's full-model times and the head/tail shares of each split.
 
 The MD and ES parts are timed on the same host, one after the other: a profile describes one
 machine. To model an MD-ES pair, profile each machine and combine them (``analysis.analytic``).
@@ -27,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from testbed import wire
+from testbed import devices, wire
 from testbed.configs import Configuration, table5
 from testbed.images import Frame, load_images
 from testbed.machine import cpu_model, usable_cores
@@ -38,8 +40,8 @@ from testbed.resultdir import now_utc, software_versions, write_json
 
 log = logging.getLogger(__name__)
 
-PROFILE_KIND = "testbed-profile"
-PROFILE_SCHEMA = 1
+PROFILE_KIND = devices.PROFILE_KIND
+PROFILE_SCHEMA = devices.PROFILE_SCHEMA
 DEFAULT_MODELS = ("densenet201", "mobilenet_v2")
 MAX_MESSAGE_BYTES = 1 << 30
 
@@ -106,8 +108,12 @@ def profile_host(models: list[str], n: int = 10, warmup: int = 2, threads: int =
     torch.set_num_threads(threads)
     pictures = load_images(images)
     host = socket.gethostname()
+    created = now_utc()
     data: dict[str, Any] = {
-        "kind": PROFILE_KIND, "schema": PROFILE_SCHEMA, "created": now_utc(),
+        "kind": PROFILE_KIND, "schema": PROFILE_SCHEMA, "created": created,
+        "source": (f"measured by `testbed profile` on {host} ({cpu_model()}, {threads} torch "
+                   f"thread{'s' if threads > 1 else ''}) at {created}: every frame's time, "
+                   f"{n} frames after {warmup} warm-up, images {images!r}"),
         "device": {"key": f"host-{host}", "name": f"{host} ({threads} thread{'s' if threads > 1 else ''})",
                    "hardware": cpu_model(), "threads": threads, "cores": usable_cores()},
         "frames": n, "warmup": warmup, "images": images, "seed": seed,

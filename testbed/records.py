@@ -54,6 +54,15 @@ class FrameRecord:
     capture_ns: int = 0
     weights: str = ""
     """Which weights ran: ``md:<source> es:<source>`` (random, torchvision-local or checkpoint)."""
+    md_compute: str = "real"
+    """The MD's compute model: ``real`` or ``profile:<name>`` (``md_proc`` is then the profile's
+    sampled time, emulated: ``testbed.replay``). Records written before this column: ``real``."""
+    es_compute: str = ""
+    """The ES's, as its ``Ready`` said (empty for LC)."""
+    compute_overrun: str = ""
+    """``md``, ``es`` or ``md+es``: that side's real work ran on the critical path and took
+    longer than its sampled time, so the frame's time there is the real work's, not the
+    profile's."""
 
     @classmethod
     def columns(cls) -> list[str]:

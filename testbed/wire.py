@@ -308,13 +308,19 @@ class JpegFrame:
             )
 
 
+RESULT_OVERRUN = 0x8000
+"""``Result.status``: a good prediction whose emulated ES time was overrun."""
+
+
 @dataclass(frozen=True)
 class Result:
     """ES->MD: the prediction for one frame.
 
     es_proc_ns: the ES's own time from the request fully received to the reply ready (ns).
     predicted:  predicted class index (-1 if none).
-    status:     0 = ok, otherwise an ``ErrorCode`` value.
+    status:     0 = ok, ``RESULT_OVERRUN`` = ok, but the ES follows a device profile and its
+                real work outlasted the time the profile gave this frame (``testbed.replay``),
+                otherwise an ``ErrorCode`` value.
     """
 
     frame_id: int

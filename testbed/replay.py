@@ -1,0 +1,164 @@
+"""Replaying a device profile at run time: real bytes and results, the profile's time.
+
+A side that follows a profile (``testbed.devices``) does its real work once per distinct input
+and keeps it (the MD: the message of each image, or LC's prediction, computed before the first
+frame; the ES: the prediction of each distinct message, by content), so this machine's CPU stays
+free for the network and the lab. On the critical path it only waits:
+
+- the MD sends a frame once its sampled MD time has elapsed since capture;
+- the ES replies once its sampled ES time has elapsed since the message was fully received.
+
+If the real work had to run on the critical path (an input not seen before) and took longer than
+the sample, the frame is sent or answered when the work is done, and flagged
+(``compute_overrun``), never silently stretched.
+
+Sampling is seeded: a frame's time is drawn from ``Random(seed|model|configuration|side|frame
+id)``, so a run is reproducible and every load step of a sweep sees the same processing times
+for the same frame ids (differences between steps are the network's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+from testbed import wire
+from testbed.configs import Configuration
+from testbed.devices import DeviceProfile, Distribution, compute_label
+from testbed.images import Frame
+from testbed.models.split import SplitModel
+from testbed.payloads import md_local, md_message
+
+
+@dataclass(frozen=True)
+class Pacer:
+    """One side's sampled processing times for one configuration."""
+
+    profile: DeviceProfile
+    part: Distribution
+    model: str
+    config: str
+    side: str
+    seed: int = 0
+
+    @classmethod
+    def of(cls, profile: DeviceProfile, model: str, config: str, side: str, seed: int) -> "Pacer":
+        """``devices.ProfileError`` if the profile has no such part."""
+        return cls(profile, profile.part(model, config, side), model, config, side, seed)
+
+    @property
+    def label(self) -> str:
+        return compute_label(self.profile)
+
+    def sample_ns(self, frame_id: int) -> int:
+        rng = random.Random(f"{self.seed}|{self.model}|{self.config}|{self.side}|{frame_id}")
+        return max(0, round(self.part.draw(rng) * 1e9))
+
+
+def wait_until(deadline_ns: int) -> None:
+    """Sleep until ``perf_counter_ns() >= deadline_ns``."""
+    while (remaining := deadline_ns - time.perf_counter_ns()) > 0:
+        time.sleep(remaining * 1e-9)
+
+
+class WorkCache:
+    """Real results by key, each computed once (thread-safe). At most ``limit`` are kept
+    (a peer sending ever-new inputs cannot grow it further; those are computed every time)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._done: dict[Hashable, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], object]) -> tuple[object, int | None]:
+        """``(value, ns the work took on this call, or None if it was cached)``."""
+        with self._lock:
+            if key in self._done:
+                return self._done[key], None
+        started = time.perf_counter_ns()
+        value = compute()
+        took = time.perf_counter_ns() - started
+        with self._lock:
+            if len(self._done) < self.limit:
+                self._done.setdefault(key, value)
+        return value, took
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._done
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._done)
+
+
+def message_key(config_key: str, msg: wire.Message) -> tuple[str, bytes]:
+    """A received frame's content, frame id aside: equal bytes give equal results."""
+    body = wire.encode(dataclasses.replace(msg, frame_id=0))
+    return config_key, hashlib.sha256(body).digest()
+
+
+def overran(work_ns: int | None, sample_ns: int) -> bool:
+    """True if real work ran on the critical path and outlasted the sampled time."""
+    return work_ns is not None and work_ns > sample_ns
+
+
+class MdReplay:
+    """The MD following a device profile for one configuration: each image's message (EC/SC)
+    or prediction (LC) computed once, by image id; frames released at capture + sample."""
+
+    def __init__(self, pacer: Pacer, config: Configuration, model: SplitModel):
+        self.pacer = pacer
+        self.config = config
+        self.model = model
+        self.cache = WorkCache()
+
+    @classmethod
+    def of(cls, profile: DeviceProfile | None, config: Configuration, model: SplitModel,
+           seed: int) -> "MdReplay | None":
+        """``None`` for real processing; ``devices.ProfileError`` if the profile has no MD time
+        of this configuration."""
+        if profile is None:
+            return None
+        return cls(Pacer.of(profile, config.model, config.name, "md", seed), config, model)
+
+    @property
+    def label(self) -> str:
+        return self.pacer.label
+
+    def prepare(self, frames: list[Frame]) -> None:
+        """Compute every distinct image's output before the first frame (off the critical path)."""
+        for frame in frames:
+            self.output(0, frame)
+
+    def output(self, frame_id: int, frame: Frame) -> tuple[int | wire.Message, int | None]:
+        """LC: the predicted class; EC/SC: the frame's message. With the ns the real work took
+        now (``None``: it was ready)."""
+        if self.config.mode == "LC":
+            value, took = self.cache.get(frame.image_id,
+                                         lambda: md_local(self.model, frame.image))
+            return int(value), took
+        msg, took = self.cache.get(
+            frame.image_id, lambda: md_message(self.config, self.model, 0, frame.image))
+        return dataclasses.replace(msg, frame_id=frame_id), took
+
+    def release(self, frame_id: int, capture_ns: int, work_ns: int | None) -> bool:
+        """Wait until the frame's sampled MD time has elapsed since capture; True if the real
+        work on the critical path outlasted it."""
+        sample_ns = self.pacer.sample_ns(frame_id)
+        wait_until(capture_ns + sample_ns)
+        return overran(work_ns, sample_ns)
+
+
+def warmup_frames(warmup: int, frames: int, images: int, es_replays: bool) -> int:
+    """Warm-up frames of a step: with an ES that replays a profile (it computes each distinct
+    message once), enough to show it every image the step sends, so no measured frame waits
+    for real work."""
+    if not es_replays:
+        return warmup
+    return max(warmup, min(images, warmup + frames))
