@@ -25,6 +25,7 @@ import pandas as pd
 from analysis import conditions, paper
 from analysis.analytic import crossing_text
 from analysis.analytic_figures import build_pairs, write_analytic_figures
+from analysis.comm_report import write_breakdown
 from analysis.figures import FIGURES, write_figures
 from analysis.load import Results, file_label, load_results
 from analysis.profiles import (DeviceProfile, Payloads, ProfileError, SplitShares, paper_devices,
@@ -310,6 +311,21 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
         parts.append(_columns([(f"<p class='note'>{_e(run)}</p>" if many else "")
                                + _figure(figures.get(name + (f"-{file_label(run)}" if many else "")),
                                          f"{caption} — {run}") for run in labels]))
+    breakdowns = {run: write_breakdown(results.paths[run], fig_dir, tab_dir,
+                                       file_label(run) if many else "") for run in labels}
+    if any(breakdowns.values()):
+        parts.append("<h2>What comm is made of (packet captures)</h2>")
+        for run, b in breakdowns.items():
+            if b is None:
+                continue
+            figures.update({k + (f"-{file_label(run)}" if many else ""): v
+                            for k, v in b.figures.items()})
+            tables.update(b.tables)
+            parts.append((f"<h3>{_e(run)}</h3>" if many else "") + b.html + _columns([
+                _figure(b.figures.get(name), f"{caption} — {run}") for name, caption in (
+                    ("comm_parts_vs_load", "Parts of comm vs competing load"),
+                    ("comm_variance_share", "Share of comm's variance per part"),
+                    ("comm_timeline", "One frame's packets on both sides of the bottleneck"))]))
     parts.append("<h2>Loads: asked and achieved</h2>")
     parts += [f"<h3>{_e(run)}</h3>" + _steps_table(results, run) for run in labels]
     parts.append("<p class='note'>Highlighted: achieved load more than 10% off the asked one, or a "

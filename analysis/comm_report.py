@@ -1,0 +1,264 @@
+"""Figures, tables and the report section of the comm breakdown (runs with packet captures).
+
+- ``comm_parts_vs_load``: the mean of each part of comm, stacked, against the competing load, one
+  panel per configuration;
+- ``comm_variance_share``: the share of comm's variance each part explains
+  (cov(part, comm) / var(comm): the shares add up to 1 because the parts add up to comm);
+- ``comm_timeline``: one frame's uplink segments entering and leaving the bottleneck, and its
+  reply (the frame with the largest comm unless another is asked for);
+- tables ``comm_parts`` (means per configuration and load, flagged frames), ``comm_variance``,
+  ``tcp_events`` (retransmissions and stalls) and ``comm_frames`` (every frame's parts).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis import comm_parts  # noqa: E402
+from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
+from analysis.figures import save  # noqa: E402
+from analysis.tables import to_markdown  # noqa: E402
+
+PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "fixed": "#7f7f7f",
+               "stall": "#ff7f0e", "retransmission": "#9467bd", "reply": "#2ca02c"}
+
+
+def frames_table(parts: Sequence[FrameParts]) -> pd.DataFrame:
+    """One row per measured frame (warm-up left out), times in ms."""
+    df = pd.DataFrame([p.to_dict() for p in parts if not p.warmup])
+    if df.empty:
+        return df
+    for col in (*PARTS, "comm", "residual", "reply_md_wait"):
+        df[col] = df[col] * 1e3
+    df["load"] = df["load_mbit"].map(lambda v: f"{v:g}")
+    return df
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["flag"] == ""]
+
+
+def parts_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each part per configuration and load (unflagged frames), and the flagged share."""
+    rows = []
+    for (config, load), g in df.groupby(["config", "load_mbit"], sort=True):
+        ok = _ok(g)
+        row = {"config": config, "load_mbit": load, "frames": len(g), "flagged": int(len(g) - len(ok)),
+               "comm_ms": round(ok["comm"].mean(), 2) if len(ok) else float("nan")}
+        for p in PARTS:
+            row[f"{p}_ms"] = round(ok[p].mean(), 2) if len(ok) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def variance_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: the share of comm's variance (over every load) each part explains."""
+    rows = []
+    for config, g in _ok(df).groupby("config", sort=True):
+        var = g["comm"].var()
+        row = {"config": config, "frames": len(g), "comm_std_ms": round(g["comm"].std(), 2)}
+        for p in PARTS:
+            row[p] = round(g[p].cov(g["comm"]) / var, 3) if var and len(g) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tcp_events_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Retransmissions and stalls per configuration and load (every measured frame)."""
+    rows = []
+    for (config, load), g in df.groupby(["config", "load_mbit"], sort=True):
+        rows.append({
+            "config": config, "load_mbit": load, "frames": len(g),
+            "retransmitted_segments": int(g["retransmissions"].sum()),
+            "frames_with_retransmission": int((g["retransmissions"] > 0).sum()),
+            "lost_in_bottleneck": int(g["lost_in_bottleneck"].sum()),
+            "retransmission_ms_mean": round(g["retransmission"].mean(), 2),
+            "frames_with_stall": int((g["stall"] > 0.05).sum()),
+            "stall_ms_mean": round(g["stall"].mean(), 2),
+            "stall_ms_max": round(g["stall"].max(), 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def fig_parts_vs_load(df: pd.DataFrame):
+    configs = sorted(df["config"].unique())
+    fig, axes = plt.subplots(1, len(configs), figsize=(3.4 * len(configs), 3.0), squeeze=False,
+                             sharey=True)
+    table = parts_table(df)
+    for ax, config in zip(axes[0], configs):
+        t = table[table["config"] == config].sort_values("load_mbit")
+        x = range(len(t))
+        bottom = [0.0] * len(t)
+        for p in PARTS:
+            vals = list(t[f"{p}_ms"].fillna(0))
+            ax.bar(x, vals, bottom=bottom, color=PART_COLORS[p], label=p, width=0.7)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(list(x), [f"{v:g}" for v in t["load_mbit"]])
+        ax.set_title(config, fontsize=9)
+        ax.set_xlabel("competing load (Mbit/s)")
+    axes[0][0].set_ylabel("mean comm (ms)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    return fig
+
+
+def fig_variance_share(df: pd.DataFrame):
+    table = variance_table(df)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(table) + 2), 3.0))
+    width = 0.8 / len(PARTS)
+    for i, p in enumerate(PARTS):
+        ax.bar([k + i * width for k in range(len(table))], table[p], width, label=p,
+               color=PART_COLORS[p])
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(table))], table["config"])
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("share of var(comm)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class Timeline:
+    step: str
+    frame_id: int
+    up_in: list[tuple[float, float]]
+    """(ms since send start, KB into the frame) of each segment entering the bottleneck."""
+    up_out: list[tuple[float, float]]
+    reply_es: list[float]
+    reply_md: list[float]
+    reply_ms: float
+    es_proc_ms: float
+
+
+def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timeline:
+    """The packets of one frame on the two sides of the bottleneck, relative to its send start."""
+    import json
+
+    from testbed.records import read_records
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    record = manifest["steps"][parts.step]
+    caps = comm_parts.load_step(folder, parts.step, record, port)
+    offset, _ = comm_parts._offset_ns(record)  # noqa: SLF001 (same module family)
+    records = sorted((r for r in read_records(folder / "steps" / f"{parts.step}.csv")
+                      if r.mode != "LC"), key=lambda r: r.frame_id)
+    t0 = records[0].capture_ns + round(records[0].md_proc * 1e9) + offset
+    lo = comm_parts._first_new_byte(caps.up["md"], t0).lo  # noqa: SLF001
+    for r in records:
+        if r.frame_id == parts.frame_id:
+            break
+        lo += r.wire_bytes
+    hi = lo + r.wire_bytes
+    t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+    t_reply = r.capture_ns + round(r.total * 1e9) + offset
+
+    def rel(seq):
+        return [((x.t_ns - t_send) * 1e-6, (x.lo - lo) / 1000) for x in seq if x.hi > lo and x.lo < hi]
+
+    es_ms = (r.es_proc or 0) * 1e3
+
+    def reply(seq):  # shifted back by es_proc: the time line is comm's
+        return [(x.t_ns - t_send) * 1e-6 - es_ms for x in seq if t_send < x.t_ns <= t_reply]
+
+    return Timeline(parts.step, parts.frame_id, rel(caps.up["bottleneck-in"]),
+                    rel(caps.up["bottleneck-out"]), reply(caps.down["es"]),
+                    reply(caps.down["md"]), (t_reply - t_send) * 1e-6 - es_ms, es_ms)
+
+
+def fig_timeline(t: Timeline):
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    if t.up_in:
+        ax.scatter(*zip(*t.up_in), s=8, marker="|", color="#1f77b4", label="into the bottleneck")
+    if t.up_out:
+        ax.scatter(*zip(*t.up_out), s=8, marker="_", color="#d62728", label="out of the bottleneck")
+    top = max([kb for _, kb in t.up_in] + [0])
+    for x in t.reply_es:
+        ax.axvline(x, color="#2ca02c", lw=0.8, ls="--")
+    for x in t.reply_md:
+        ax.axvline(x, color="#2ca02c", lw=0.8)
+    ax.axvline(t.reply_ms, color="black", lw=0.8)
+    ax.text(t.reply_ms, top, " reply read", fontsize=7, va="top")
+    ax.set_xlabel(f"time since the frame's send start (ms; reply times less es_proc, "
+                  f"{t.es_proc_ms:.1f} ms)")
+    ax.set_ylabel("frame byte offset (KB)")
+    ax.set_title(f"{t.step}, frame {t.frame_id} (reply: dashed at the ES, solid at the MD)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class BreakdownOutput:
+    html: str
+    figures: dict[str, list[Path]]
+    tables: dict[str, Path]
+
+
+def _write_table(df: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / f"{name}.csv", out / f"{name}.md"
+    df.to_csv(csv, index=False)
+    md.write_text(to_markdown(df, caption, index=False))
+    return [csv, md]
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+CAPTION = (f"Parts of comm from the packet captures (ms, unflagged measured frames). A frame is "
+           f"flagged when its parts miss comm by more than {TOLERANCE_S * 1e3:g} ms or a stack "
+           "part is negative; see docs/comm-breakdown.md.")
+
+
+def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str = "",
+                    frame: tuple[str, int] | None = None) -> BreakdownOutput | None:
+    """Figures, tables and an HTML section for one run; ``None`` when it has no captures."""
+    folder = Path(folder)
+    if not comm_parts.has_captures(folder):
+        return None
+    parts = comm_parts.run_parts(folder)
+    df = frames_table(parts)
+    suffix = f"-{label}" if label else ""
+    if df.empty:
+        return BreakdownOutput("<p class='note'>The run has captures but no frame could be split "
+                               "(see the log).</p>", {}, {})
+    tables: dict[str, Path] = {}
+    for name, table, caption in (
+            ("comm_parts", parts_table(df), CAPTION),
+            ("comm_variance", variance_table(df), "Share of var(comm) per part (cov/var)."),
+            ("tcp_events", tcp_events_table(df), "Retransmissions and stalls per frame."),
+            ("comm_frames", df.drop(columns=["load"]), "Every measured frame's parts (ms).")):
+        for path in _write_table(table, tab_dir, name + suffix, caption):
+            tables[path.name] = path
+    figures = {
+        "comm_parts_vs_load": save(fig_parts_vs_load(df), fig_dir, "comm_parts_vs_load" + suffix),
+        "comm_variance_share": save(fig_variance_share(df), fig_dir,
+                                    "comm_variance_share" + suffix),
+    }
+    pick = ([p for p in parts if (p.step, p.frame_id) == frame] if frame else
+            sorted((p for p in parts if not p.warmup and not p.flag), key=lambda p: -p.comm)[:1])
+    if pick:
+        figures["comm_timeline"] = save(fig_timeline(frame_timeline(folder, pick[0])), fig_dir,
+                                        "comm_timeline" + suffix)
+    flagged = int((df["flag"] != "").sum())
+    body = [f"<p class='note'>{html.escape(CAPTION)} Flagged: {flagged} of {len(df)} frames.</p>",
+            "<h3>Mean parts per configuration and load</h3>", _html_table(parts_table(df)),
+            "<h3>Share of comm's variance explained by each part</h3>",
+            _html_table(variance_table(df)),
+            "<h3>Retransmissions and stalls</h3>", _html_table(tcp_events_table(df))]
+    return BreakdownOutput("\n".join(body), figures, tables)
