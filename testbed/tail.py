@@ -7,20 +7,31 @@ received -> reply ready). Bad input never takes the server down: the offending c
 and every other connection carries on.
 
 Threading model: one listener thread accepts connections and hands each to a thread of its own,
-which reads, runs the model and replies for that connection alone (torch's intra-op pool,
-``TailSettings.threads``, is shared by all). At most ``max_connections`` connections are served
-at once; the listener answers one more with ``Error`` ``BUSY`` and closes it at once, without
-reading from it, starting a thread or touching a model (refusals are logged at most once a
-second, with the running count). Models are built once per configuration and seed
-(``ModelCache``), shared by every connection, and warmed up on a dummy input of the served shape
-before the first ``Ready`` for that configuration goes out, so no MD's first frame pays for lazy
-initialisation; ``Ready`` reports the build and warm-up times.
+which reads its messages and sends its replies. At most ``max_connections`` connections are
+served at once; the listener answers one more with ``Error`` ``BUSY`` and closes it at once,
+without reading from it, starting a thread or touching a model (refusals are logged at most once
+a second, with the running count). Model work (decoding a frame's input and running the model)
+goes to a fixed pool of ``max_inferences`` worker threads (default: the usable cores), and the
+connection thread waits for its answer; the wait is part of the ES time in ``Result``. torch's
+intra-op pool (``TailSettings.threads``) is shared by all workers. Models are built once per
+configuration and seed (``ModelCache``), shared by every connection, and warmed up on a worker
+with a dummy input of the served shape before the first ``Ready`` for that configuration goes
+out, so no MD's first frame pays for lazy initialisation; ``Ready`` reports the build and
+warm-up times (``build_s``, ``warmup_s``).
+
+Why a worker pool and not the model on each connection's thread: glibc malloc gives threads
+separate arenas (up to 8 per core) and an arena keeps the memory its thread freed, so inference
+spread over many short-lived connection threads left each arena holding a forward pass's
+activations: 1,000 one-frame connections, 60 at a time, raised a MobileNetV2 tail's anonymous
+memory by 650 MiB where the pool keeps it within 55 MiB (``benchmarks/tail_flood.py``).
 
 What a peer can hold: a slot (one of ``max_connections``) and a thread for at most
 ``message_timeout_s`` before its ``Hello`` is complete; afterwards ``idle_timeout_s`` of silence
 between messages, while a message whose first byte arrived must be complete within
 ``message_timeout_s``, and every reply must be sent within ``message_timeout_s`` (a peer that
-stops reading cannot pin a thread). A stalled peer gets ``Error`` ``TIMEOUT`` and is closed.
+stops reading cannot pin a thread). A stalled peer gets ``Error`` ``TIMEOUT`` and is closed. A
+message's buffer grows as its bytes arrive (``wire.read_message``), so memory held for partial
+messages is what peers actually sent: at most ``max_connections`` x ``max_message_bytes``.
 """
 
 from __future__ import annotations
@@ -37,8 +48,9 @@ from dataclasses import dataclass
 
 import torch
 
-from testbed import wire
+from testbed import replay, wire
 from testbed.configs import Configuration
+from testbed.devices import DeviceProfile, ProfileError, compute_label
 from testbed.images import ImageDecodeError
 from testbed.machine import usable_cores
 from testbed.models.split import SplitModel, build_split
@@ -69,6 +81,9 @@ class TailSettings:
     only share the same cores, each holding its activations in memory meanwhile."""
     seed: int = 0
     threads: int | None = None
+    compute: DeviceProfile | None = None
+    """A device profile whose ES times this tail replays (``testbed.replay``); ``None``: the
+    real processing time. Seeded by ``seed``."""
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout_s", "message_timeout_s"):
@@ -145,7 +160,8 @@ class _Handler(socketserver.BaseRequestHandler):
         peer = "%s:%d" % self.client_address[:2]
         frame_id = wire.NO_FRAME
         try:
-            config, model = self._hello(sock, peer)
+            config, model, pacer = self._hello(sock, peer)
+            config_key = json.dumps({**config.to_dict(), "name": ""}, sort_keys=True)
             while True:
                 msg = wire.read_message(
                     sock, settings.max_message_bytes, timeout=settings.message_timeout_s,
@@ -155,11 +171,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 if isinstance(msg, wire.Bye):
                     break
                 frame_id = getattr(msg, "frame_id", wire.NO_FRAME)
-                predicted = self.server.workers.submit(  # waiting for a worker is ES time too
-                    _process, config, model, msg, settings.max_message_bytes
-                ).result()
+                predicted, status = self._predict(config, config_key, model, pacer, msg, received)
                 es_proc_ns = time.perf_counter_ns() - received
-                wire.send_message(sock, wire.Result(frame_id, es_proc_ns, predicted, 0))
+                wire.send_message(sock, wire.Result(frame_id, es_proc_ns, predicted, status))
         except wire.PeerClosed:
             pass
         except wire.WireError as exc:
@@ -174,7 +188,29 @@ class _Handler(socketserver.BaseRequestHandler):
             log.exception("closing %s after an internal error", peer)
             self._reply_error(sock, wire.Error(frame_id, wire.ErrorCode.INTERNAL, f"internal error: {exc}"))
 
-    def _hello(self, sock: socket.socket, peer: str) -> tuple[Configuration, SplitModel]:
+    def _predict(self, config: Configuration, config_key: str, model: SplitModel,
+                 pacer: replay.Pacer | None, msg: wire.Message, received: int) -> tuple[int, int]:
+        """A frame's prediction and ``Result`` status. Following a device profile: the result
+        of these bytes computed once (``WorkCache``), returned when the frame's sampled ES time
+        has elapsed since ``received``; ``RESULT_OVERRUN`` if the real work ran now and took
+        longer than the sample."""
+        server = self.server
+
+        def work() -> int:  # waiting for a worker is ES time too
+            return server.workers.submit(
+                _process, config, model, msg, server.settings.max_message_bytes
+            ).result()
+
+        if pacer is None:
+            return work(), 0
+        sample_ns = pacer.sample_ns(msg.frame_id)
+        predicted, work_ns = server.results.get(replay.message_key(config_key, msg), work)
+        replay.wait_until(received + sample_ns)
+        return int(predicted), wire.RESULT_OVERRUN if replay.overran(work_ns, sample_ns) else 0
+
+    def _hello(
+        self, sock: socket.socket, peer: str
+    ) -> tuple[Configuration, SplitModel, replay.Pacer | None]:
         # no idle wait before Hello: the whole of it within message_timeout_s of the accept
         msg = wire.read_message(sock, HELLO_MAX_BYTES, timeout=self.server.settings.message_timeout_s)
         if not isinstance(msg, wire.Hello):
@@ -191,6 +227,15 @@ class _Handler(socketserver.BaseRequestHandler):
                 wire.ErrorCode.BAD_CONFIG, "body.config.mode",
                 "LC runs on the MD alone; the ES serves EC and SC",
             )
+        compute = self.server.settings.compute
+        pacer = None
+        if compute is not None:
+            try:
+                pacer = replay.Pacer.of(compute, config.model, config.name, "es",
+                                        self.server.settings.seed)
+            except ProfileError as exc:
+                raise wire.WireError(wire.ErrorCode.BAD_CONFIG, "body.config",
+                                     f"this ES replays a device profile: {exc}") from None
         served = self.server.models.get(config)
         model = served.model
         wire.send_message(
@@ -204,11 +249,13 @@ class _Handler(socketserver.BaseRequestHandler):
                     "torch_threads": torch.get_num_threads(),
                     "build_s": round(served.build_s, 4),
                     "warmup_s": round(served.warmup_s, 4),
+                    "compute": compute_label(compute),
                 }
             ),
         )
-        log.info("%s: serving %s (%s, %s)", peer, config.name, config.mode, config.model)
-        return config, model
+        log.info("%s: serving %s (%s, %s, compute %s)", peer, config.name, config.mode,
+                 config.model, compute_label(compute))
+        return config, model, pacer
 
     @staticmethod
     def _reply_error(sock: socket.socket, error: wire.Error) -> None:
@@ -229,6 +276,8 @@ class _Server(socketserver.ThreadingTCPServer):
         self.settings = settings
         self.workers = ThreadPoolExecutor(settings.max_inferences or usable_cores(), "tail-model")
         self.models = ModelCache(settings.seed, self.workers)
+        self.results = replay.WorkCache()
+        """Predictions by frame content, when replaying a device profile."""
         self._open = 0
         self._open_lock = threading.Lock()
         self._refused = 0  # only the listener thread touches these two
@@ -262,14 +311,6 @@ class _Server(socketserver.ThreadingTCPServer):
     def _refuse(self, sock: socket.socket, client_address) -> None:
         """``BUSY`` and close, from the listener thread: never blocks, reads nothing."""
         cap = self.settings.max_connections
-        busy = wire.Error(wire.NO_FRAME, wire.ErrorCode.BUSY,
-                          f"the tail serves at most {cap} connections at once; retry later")
-        try:
-            sock.setblocking(False)
-            sock.send(wire.encode(busy))  # a fresh socket's buffer always has room for it
-        except OSError:
-            pass  # the peer may already be gone
-        self.shutdown_request(sock)
         self._refused += 1
         peer = "%s:%d" % client_address[:2]
         now = time.monotonic()
@@ -279,6 +320,14 @@ class _Server(socketserver.ThreadingTCPServer):
                         peer, cap, self._refused)
         else:
             log.debug("busy: refused %s", peer)
+        busy = wire.Error(wire.NO_FRAME, wire.ErrorCode.BUSY,
+                          f"the tail serves at most {cap} connections at once; retry later")
+        try:
+            sock.setblocking(False)
+            sock.send(wire.encode(busy))  # a fresh socket's buffer always has room for it
+        except OSError:
+            pass  # the peer may already be gone
+        self.shutdown_request(sock)
 
 
 class TailServer:
