@@ -1,0 +1,226 @@
+"""The per-frame comm breakdown on a real capture (tests/fixtures/capture_run: 7 frames of
+org-split2 over the AP VM's netem at 24 Mbit/s, 2 % loss, 10 Mbit/s of competing UDP load,
+slow start after idle on), and the capture settings and helpers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from analysis import comm_parts
+from analysis.comm_parts import PARTS, TOLERANCE_S, run_parts
+from analysis.comm_report import write_breakdown
+from analysis.pcap_read import CaptureFileError, read_segments
+from testbed.capture import CaptureError, capture_points, tcpdump_argv, tcpdump_counts
+from testbed.capture_settings import PacketCapture
+from testbed.records import read_records
+from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
+
+FIXTURE = Path(__file__).parent / "fixtures" / "capture_run"
+STEP = "L10-r0-org-split2"
+HEADERS = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps: every data segment's overhead
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((FIXTURE / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return {p.frame_id: p for p in run_parts(FIXTURE)}
+
+
+@pytest.fixture(scope="module")
+def records():
+    return {r.frame_id: r for r in read_records(FIXTURE / "steps" / f"{STEP}.csv")}
+
+
+def test_the_fixture_is_small():
+    assert sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file()) < 1_000_000
+
+
+def test_every_captured_packet_is_read(manifest):
+    for point, entry in manifest["steps"][STEP]["captures"].items():
+        segments = read_segments(FIXTURE / entry["file"])
+        assert len(segments) == entry["captured"], point
+        assert all(s.dport == 5500 or s.sport == 5500 for s in segments)
+        assert segments == sorted(segments, key=lambda s: s.t_ns)
+
+
+def test_each_frame_owns_its_bytes_in_send_order(manifest, records, parts):
+    """Frame k's bytes follow frame k-1's; the first new byte the MD sent after each frame's own
+    send start is where the frame's range begins (the match holds for every frame)."""
+    caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
+    offset, spread = comm_parts._offset_ns(manifest["steps"][STEP])
+    assert spread < 1_000_000
+    starts = []
+    for fid in sorted(records):
+        r = records[fid]
+        t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+        starts.append(comm_parts._first_new_byte(caps.up["md"], t_send).lo)
+    sizes = [records[f].wire_bytes for f in sorted(records)]
+    assert [b - a for a, b in zip(starts, starts[1:])] == sizes[:-1]
+    assert len(parts) == len(records) and not any(p.flag for p in parts.values())
+    # a frame's bytes are all sent after its send start and before its reply
+    for fid, r in records.items():
+        lo = starts[fid - min(records)]
+        t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+        t_reply = r.capture_ns + round(r.total * 1e9) + offset
+        mine = [x for x in caps.up["md"] if lo <= x.lo < lo + r.wire_bytes]
+        assert mine and min(x.t_ns for x in mine) >= t_send
+        assert max(x.t_ns for x in mine) <= t_reply
+
+
+def test_parts_add_up_to_comm(parts, records):
+    for fid, p in parts.items():
+        assert p.comm == pytest.approx(records[fid].comm)
+        assert abs(p.comm - p.parts_sum) <= TOLERANCE_S, fid
+        assert all(getattr(p, k) >= -TOLERANCE_S for k in PARTS), (fid, p)
+
+
+def test_serialization_is_the_frames_bytes_at_the_shaped_rate(parts, records, manifest):
+    rate = comm_parts.bottleneck_of(manifest).rate_bps
+    assert rate == 24e6
+    clean = [f for f, p in parts.items() if p.retransmissions == 0]
+    assert clean, "the fixture should hold a frame without loss"
+    for fid in clean:
+        expected = (records[fid].wire_bytes + parts[fid].segments * HEADERS) * 8 / rate
+        assert parts[fid].serialization == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_lost_segment_is_a_retransmission(manifest, parts):
+    """netem dropped a segment in the VM: the MD sent its range twice (new IP id), the ES saw it
+    once; the frame counts the retransmission and its serialization goes to that part."""
+    caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
+    twice = {}
+    for x in caps.up["md"]:
+        twice.setdefault((x.lo, x.hi), []).append(x.ip_id)
+    resent = {k: ids for k, ids in twice.items() if len(ids) > 1}
+    arrived = [(y.lo, y.hi) for y in caps.up["es"]]
+    assert resent
+    for key, ids in resent.items():
+        assert len(set(ids)) == len(ids)  # each transmission its own IP id
+        assert arrived.count(key) == 1  # the first copy was lost in the bottleneck
+    assert sum(p.retransmissions for p in parts.values()) == len(resent)
+    assert sum(p.lost_in_bottleneck for p in parts.values()) == len(resent)
+    lossy = [p for p in parts.values() if p.retransmissions]
+    assert all(p.retransmission > 0 for p in lossy)
+
+
+def test_a_window_stall_after_idle_is_a_stall(manifest, parts, records):
+    """The first frame after the connection's idle start goes out in slow start: the MD sends a
+    window, then waits for ACKs with bytes still pending. That idle time (seen as a gap at the MD)
+    is the stall part, and it is no longer than the gaps themselves."""
+    caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
+    first = min(records)
+    p = parts[first]
+    assert p.stall > 2e-3
+    r = records[first]
+    offset, _ = comm_parts._offset_ns(manifest["steps"][STEP])
+    t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+    lo = comm_parts._first_new_byte(caps.up["md"], t_send).lo
+    times = sorted(x.t_ns for x in caps.up["md"] if lo <= x.lo < lo + r.wire_bytes)
+    gaps = sum(b - a for a, b in zip(times, times[1:])) * 1e-9
+    assert p.stall <= gaps
+
+
+def test_report_section_tables_and_figures(tmp_path):
+    out = write_breakdown(FIXTURE, tmp_path / "figures", tmp_path / "tables")
+    assert out is not None
+    assert {"comm_parts_vs_load", "comm_variance_share", "comm_timeline"} <= set(out.figures)
+    for name in ("comm_parts.csv", "comm_variance.csv", "tcp_events.csv", "comm_frames.csv"):
+        assert (tmp_path / "tables" / name).stat().st_size > 0
+    shares = (tmp_path / "tables" / "comm_variance.csv").read_text().splitlines()[1].split(",")
+    assert sum(float(v) for v in shares[3:]) == pytest.approx(1.0, abs=0.01)
+
+
+# ---------------------------------------------------------------- damaged files
+
+
+def _copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(FIXTURE, dst)
+    return dst
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path):
+    run = _copy(tmp_path)
+    path = run / "captures" / STEP / "md.pcap.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CaptureFileError, match=r"md\.pcap\.gz: damaged or truncated gzip"):
+        read_segments(path)
+    assert run_parts(run) == []  # the step is left out (logged), nothing crashes
+    assert write_breakdown(run, tmp_path / "f", tmp_path / "t") is not None
+
+
+def test_record_cut_short_is_a_clear_error(tmp_path):
+    path = tmp_path / "es.pcap.gz"
+    data = gzip.decompress((FIXTURE / "captures" / STEP / "es.pcap.gz").read_bytes())
+    path.write_bytes(gzip.compress(data[:24 + 16 + 50]))  # header, one record header, 50 B
+    with pytest.raises(CaptureFileError, match=r"record 0 is cut short: 50 of its \d+"):
+        read_segments(path)
+    path.write_bytes(gzip.compress(data[:24 + 7]))
+    with pytest.raises(CaptureFileError, match="record 0: its header is cut short"):
+        read_segments(path)
+
+
+def test_not_a_pcap_is_a_clear_error(tmp_path):
+    path = tmp_path / "md.pcap.gz"
+    path.write_bytes(gzip.compress(b"this is not a capture" * 10))
+    with pytest.raises(CaptureFileError, match="md.pcap.gz: not a pcap file"):
+        read_segments(path)
+    path.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(CaptureFileError, match="damaged or truncated gzip"):
+        read_segments(path)
+
+
+def test_missing_capture_point_is_named(tmp_path):
+    run = _copy(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["steps"][STEP]["captures"]["es"]
+    with pytest.raises(comm_parts.BreakdownError, match="no capture for bottleneck-out, es"):
+        comm_parts.load_step(run, STEP, manifest["steps"][STEP], 5500)
+
+
+# ---------------------------------------------------------------- settings and helpers
+
+
+def test_packet_capture_key_is_checked():
+    base = scenario_to_dict(load_scenario(Path(__file__).parents[1] / "scenarios" / "quickstart.yaml"))
+    base["packet_capture"] = {"enabled": True, "snap_bytes": 96}
+    assert parse_scenario(base).packet_capture == PacketCapture(True, 96)
+    assert parse_scenario(scenario_to_dict(parse_scenario(base))) == parse_scenario(base)
+    base["packet_capture"] = {"enabled": "yes", "snap_bytes": 20, "port": 1}
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(base, source="s.yaml")
+    text = str(err.value)
+    assert "s.yaml: packet_capture.enabled: expected true or false" in text
+    assert "s.yaml: packet_capture.snap_bytes: expected an integer from 68 to 1514, got 20" in text
+    assert "s.yaml: packet_capture.port: unknown key 'port'" in text
+
+
+def test_capture_points_per_backend(manifest):
+    lab = manifest["lab"]
+    vm = capture_points(lab, "md", "es", "ap")
+    assert [(p.name, p.host, p.roles) for p in vm] == [
+        ("md", "md", ("md", "bottleneck-in")), ("es", "es", ("bottleneck-out", "es"))]
+    ns = {**lab, "backend": {**lab["backend"], "backend": "namespace"}}
+    names = [(p.name, p.host) for p in capture_points(ns, "md", "es", "ap")]
+    assert names == [("md", "md"), ("ap-in", "ap"), ("ap-out", "ap"), ("es", "es")]
+    with pytest.raises(CaptureError, match="need the emulated lab"):
+        capture_points({"kind": "real"}, "md", "es", "ap")
+
+
+def test_tcpdump_argv_and_counts():
+    argv = tcpdump_argv("veth0", "/w/x.pcap", PacketCapture(True, 96), 5500)
+    assert argv[:5] == ["tcpdump", "-i", "veth0", "-s", "96"] and argv[-1] == "tcp port 5500"
+    assert "--time-stamp-precision=nano" in argv
+    text = ("tcpdump: listening on veth0\n914 packets captured\n920 packets received by filter\n"
+            "6 packets dropped by kernel\n")
+    assert tcpdump_counts(text) == {"captured": 914, "received_by_filter": 920,
+                                    "dropped_by_kernel": 6}
