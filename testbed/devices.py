@@ -251,19 +251,33 @@ def _std(values: list[float]) -> float:
 
 
 def check_compute(ck: Checker, value: Any, path: str, base: Path | None) -> Any:
-    """A host's ``compute`` key: ``real`` or a profile (shipped name or path, checked with its
-    own file as the problems' source). Returns ``REAL``, the profile, or BAD."""
+    """A host's ``compute`` key: ``real`` or a profile (shipped name, or a path relative to
+    ``base``), the profile checked with its own file as the problems' source. Returns what a
+    ``Host`` keeps (``real``, the shipped name, or the file's absolute path), or BAD."""
     ref = ck.string(value, path, what=f"{REAL!r}, a shipped device profile "
                                       f"({', '.join(shipped_names())}) or a profile file's path")
     if ref is BAD or ref == REAL:
         return ref
-    sub = Checker(str(profile_path(ref, base)))
-    profile = read_profile(sub, ref, base)
-    if profile is None:
+    file = profile_path(ref, base)
+    sub = Checker(str(file))
+    if read_profile(sub, ref, base) is None:
         ck.error(path, f"device profile {ref!r} cannot be used (its problems follow)")
         ck.problems.extend(sub.problems)
         return BAD
-    return profile
+    return ref if file.parent == DATA_DIR else str(file.resolve())
+
+
+def check_coverage(ck: Checker, path: str, ref: str, side: str, configurations: Any) -> None:
+    """Every configuration a host with profile ``ref`` processes has its ``side`` part (an MD
+    processes every configuration, an ES those that are not LC)."""
+    profile = load_profile(ref)
+    for config in configurations:
+        if side == "es" and config.mode == "LC":
+            continue
+        if (config.model, config.name, side) not in profile.parts:
+            ck.error(path, f"{profile.name} has no {side.upper()} time of configuration "
+                           f"{config.name!r} ({config.model}); profiles are keyed by model and "
+                           f"Table 5 configuration name")
 
 
 def compute_label(compute: "DeviceProfile | str | None") -> str:
@@ -283,7 +297,24 @@ def compute_argument(value: str) -> DeviceProfile | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def compute_argv(compute: str) -> list[str]:
-    """The ``--compute`` arguments of a head or tail whose host's compute model is ``compute``
-    (a ``Host.compute``: ``real``, a shipped name or an absolute path)."""
+def compute_argv(host: Any) -> list[str]:
+    """The ``--compute`` arguments of the head or tail on ``host``: its ``compute`` (an emulated
+    lab's ``scenario.Host``: ``real``, a shipped name or an absolute path); a real lab's hosts
+    (``lab_section.LabHost``) have none and process for real."""
+    compute = getattr(host, "compute", REAL)
     return [] if compute == REAL else ["--compute", compute]
+
+
+def compute_manifest(hosts: Any) -> dict[str, Any]:
+    """A run manifest's ``compute``: per host, ``real`` or the profile it replays (reference,
+    source and whole content, so a result folder says what its processing times are)."""
+    out: dict[str, Any] = {}
+    for host in hosts:
+        ref = getattr(host, "compute", REAL)
+        if ref == REAL:
+            out[host.name] = {"model": REAL}
+            continue
+        profile = load_profile(ref)
+        out[host.name] = {"model": compute_label(profile), "profile": ref,
+                          "source": profile.source, "content": profile.content}
+    return out

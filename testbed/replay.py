@@ -155,10 +155,8 @@ class MdReplay:
         return overran(work_ns, sample_ns)
 
 
-def warmup_frames(warmup: int, frames: int, images: int, es_replays: bool) -> int:
+def warmup_frames(warmup: int, images: int, es_replays: bool) -> int:
     """Warm-up frames of a step: with an ES that replays a profile (it computes each distinct
-    message once), enough to show it every image the step sends, so no measured frame waits
-    for real work."""
-    if not es_replays:
-        return warmup
-    return max(warmup, min(images, warmup + frames))
+    message once), at least one per image (frames cycle through the images), so no measured
+    frame waits for real work."""
+    return max(warmup, images) if es_replays else warmup

@@ -39,6 +39,7 @@ from testbed import presets
 from testbed.capture_settings import PacketCapture, parse_packet_capture
 from testbed.checks import BAD, NAME, NAME_RE, Checker, Problem, describe, join, ok
 from testbed.configs import Configuration
+from testbed.devices import REAL, check_compute, check_coverage
 from testbed.configuration_section import parse_configurations
 from testbed.lab import names
 from testbed.lab_section import Lab, LabHost, parse_lab
@@ -109,6 +110,10 @@ class Host:
     station to hostapd over mac80211_hwsim radios in the VM (WPA2, ``testbed.vm.radio``);
     ``false`` shapes with netem only, without 802.11. Ignored (and recorded so) when the AP is a
     namespace."""
+    compute: str = "real"
+    """MD/ES only: ``real`` (processing takes what this machine takes) or a device profile whose
+    processing times the host replays: a shipped name or a profile file's absolute path
+    (``testbed.devices``; relative paths in a scenario file are resolved against its folder)."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,7 @@ def _parse_sweep(ck: Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
 
 
 def _parse_hosts(
-    ck: Checker, raw: Any, kind: str | None, loads: Any, cores: int
+    ck: Checker, raw: Any, kind: str | None, loads: Any, cores: int, base: Path | None = None
 ) -> tuple[Host, ...] | None:
     if raw is None:
         station = "enb" if kind == "lte" else "ap"
@@ -325,6 +330,14 @@ def _parse_hosts(
             elif hwsim and backend == "namespace":
                 ck.error(join(path, "hwsim"), "hwsim radios run inside the AP VM: set backend: vm "
                                                "(or auto) on this host, or remove the key")
+        compute = REAL
+        if data.get("compute") not in (None, REAL):
+            if role not in ("md", "es", BAD):
+                compute = ck.error(join(path, "compute"), f"only the md and es hosts process "
+                                                          f"frames; {role!r} hosts have no compute "
+                                                          f"model, remove the key")
+            else:
+                compute = check_compute(ck, data["compute"], join(path, "compute"), base)
         if len(ck.problems) > n0:
             out.append(None)
             continue
@@ -336,7 +349,7 @@ def _parse_hosts(
                 f"{threads} threads on a {cpu:g}-core share oversubscribe it "
                 "(expect slower frames)",
             )
-        out.append(Host(name, role, address, cpu, threads, backend, hwsim))
+        out.append(Host(name, role, address, cpu, threads, backend, hwsim, compute))
     check_roles(ck, roles, "hosts", kind, loads, real=False)
     if any(h is None for h in out):
         return None
@@ -409,11 +422,16 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
         if top.get("hosts") is not None:
             ck.error("hosts", "a real lab's hosts come from lab.hosts: remove this section")
     elif lab is not None:
-        hosts = _parse_hosts(ck, top.get("hosts"), kind, loads, cores)
+        base = None if source.startswith("<") else Path(source).parent
+        hosts = _parse_hosts(ck, top.get("hosts"), kind, loads, cores, base)
 
     configurations = None
     if top.get("configurations") is not None:
         configurations = parse_configurations(ck, top["configurations"], model, n_ch)
+    for i, host in enumerate(hosts or ()):
+        if host.compute != REAL and configurations:
+            check_coverage(ck, join(join("hosts", i), "compute"), host.compute, host.role,
+                           configurations)
 
     frames = ck.get(top, "frames", "", ck.integer, 100, minimum=1)
     default_warmup = min(5, frames - 1) if frames is not BAD else 0

@@ -1,0 +1,205 @@
+"""Device profiles: the shipped ones, their checks (file + key path), sampling, scenario keys."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from analysis import paper, paper_devices
+from analysis.profiles import read_profile as analysis_read_profile
+from testbed import devices
+from testbed.devices import Distribution, ProfileError, load_profile
+from testbed.records import FrameRecord, read_records
+from testbed.replay import Pacer
+from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
+
+SHIPPED = {"paper-wifi-md", "paper-wifi-es", "rpi3b+", "jetson-tx2", "desktop-rtx2080ti"}
+
+
+def test_every_shipped_profile_loads_and_names_its_source():
+    assert SHIPPED <= set(devices.shipped_names())
+    for name in SHIPPED:
+        profile = load_profile(name)
+        assert profile.source and profile.parts
+        assert analysis_read_profile(devices.profile_path(name)).full_s or name == "paper-wifi-es"
+
+
+def test_shipped_files_are_what_the_generator_writes():
+    shares = json.loads((devices.DATA_DIR / "measured" / "project-host-1thread.json").read_text())
+    for name, data in paper_devices.shipped(shares).items():
+        assert json.loads((devices.DATA_DIR / f"{name}.json").read_text()) == data, name
+
+
+def test_paper_wifi_profiles_are_table5():
+    md, es = load_profile("paper-wifi-md"), load_profile("paper-wifi-es")
+    for name, row in paper.TABLE5.items():
+        for profile, side in ((md, "md"), (es, "es")):
+            if row[f"{side}_proc"] is None:
+                continue
+            part = profile.part("densenet201", name, side)
+            assert (part.kind, part.mean_s, part.std_s) == ("normal>0", *row[f"{side}_proc"])
+    assert md.part("densenet201", "es-only", "md").kind == "fixed"
+    with pytest.raises(ProfileError, match="no ES time of densenet201 md-only"):
+        es.part("densenet201", "md-only", "es")
+
+
+def test_table1_platforms_keep_table1_and_scale_the_rest():
+    rpi = load_profile("rpi3b+")
+    shares = load_profile(str(devices.DATA_DIR / "measured" / "project-host-1thread.json"))
+    for model, full in paper.TABLE1_DEVICES["rpi3b+"]["full_s"].items():
+        assert rpi.part(model, "md-only", "md").mean_s == pytest.approx(full)
+        host_full = shares.part(model, "md-only", "md").mean_s
+        head = shares.part(model, "org-split2", "md").mean_s
+        assert rpi.part(model, "org-split2", "md").mean_s == pytest.approx(full * head / host_full,
+                                                                          rel=1e-5)
+    assert "derivation" in rpi.content and "Table 1" in rpi.source
+
+
+def _write(tmp_path: Path, data) -> str:
+    path = tmp_path / "lab-pi.json"
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def _problems(ref: str) -> str:
+    with pytest.raises(ProfileError) as info:
+        load_profile(ref)
+    return str(info.value)
+
+
+def test_profile_problems_name_the_file_and_the_key_path(tmp_path):
+    ref = _write(tmp_path, {
+        "kind": "testbed-profile",
+        "models": {
+            "vgg16": {"configs": {}},
+            "densenet201": {"configs": {
+                "mimic-botleneck": {"md_s": 0.1, "md_dist": {"distribution": "fixed", "mean_s": 0.1}},
+                "es-only": {"es_s": -0.2, "es_dist": {"distribution": "gauss", "mean_s": 0.1}},
+                "org-split2": {"md_s": 0.1},
+                "mimic-split2": {"mode": "SC"},
+                "md-only": {"md_s": 0.1, "md_samples_s": [0.1, -1, "x"],
+                            "es_s": 0.1, "es_dist": {"distribution": "fixed", "mean_s": 0.1}},
+                "mimic-bottleneck": {"md_s": 0.1, "md_dist": {"distribution": "normal>0",
+                                                              "mean_s": 0, "std_s": -1}},
+            }},
+        },
+    })
+    text = _problems(ref)
+    expected = [
+        ": source: required key is missing",
+        ": models.vgg16: unknown key 'vgg16'",
+        ": models.densenet201.configs.mimic-botleneck: unknown key 'mimic-botleneck' "
+        "(did you mean 'mimic-bottleneck'?)",
+        ": models.densenet201.configs.es-only.es_s: expected a number >= 0, got -0.2",
+        ": models.densenet201.configs.es-only.es_dist.distribution: expected one of normal>0, "
+        "lognormal, fixed, got 'gauss'",
+        ": models.densenet201.configs.org-split2.md_s: a central time needs its distribution",
+        ": models.densenet201.configs.mimic-split2: no times",
+        ": models.densenet201.configs.md-only.md_samples_s[1]: expected a number >= 0, got -1",
+        ": models.densenet201.configs.md-only.md_samples_s[2]: expected a number, got a string",
+        ": models.densenet201.configs.md-only.es_dist: md-only runs on the MD alone",
+        ": models.densenet201.configs.mimic-bottleneck.md_dist.mean_s: expected a number > 0, got 0",
+        ": models.densenet201.configs.mimic-bottleneck.md_dist.std_s: expected a number >= 0",
+    ]
+    for line in expected:
+        assert f"{ref}{line}" in text, (line, text)
+
+
+def test_unreadable_and_unknown_profiles_say_so(tmp_path):
+    assert "not a readable JSON profile" in _problems(_write(tmp_path, "{not json"))
+    assert "no shipped device profile 'raspberry'" in _problems("raspberry")
+    assert "paper-wifi-md" in _problems("raspberry")
+    assert "no such profile file" in _problems(str(tmp_path / "absent.json"))
+
+
+def test_normal_above_zero_and_lognormal_draws():
+    rng = random.Random(1)
+    low = Distribution("normal>0", 0.01, 0.02)
+    assert min(low.draw(rng) for _ in range(2000)) > 0
+    skewed = [Distribution("lognormal", 0.05, 0.02).draw(rng) for _ in range(20000)]
+    assert statistics.mean(skewed) == pytest.approx(0.05, rel=0.03)
+    assert statistics.stdev(skewed) == pytest.approx(0.02, rel=0.08)
+    assert Distribution("samples", 0.2, 0, (0.1, 0.2, 0.3)).draw(rng) in (0.1, 0.2, 0.3)
+
+
+def test_sampling_is_seeded_per_frame():
+    profile = load_profile("paper-wifi-md")
+    a = Pacer.of(profile, "densenet201", "mimic-bottleneck", "md", seed=7)
+    b = Pacer.of(profile, "densenet201", "mimic-bottleneck", "md", seed=7)
+    c = Pacer.of(profile, "densenet201", "mimic-bottleneck", "md", seed=8)
+    assert [a.sample_ns(i) for i in range(20)] == [b.sample_ns(i) for i in range(20)]
+    assert [a.sample_ns(i) for i in range(20)] != [c.sample_ns(i) for i in range(20)]
+    assert len({a.sample_ns(i) for i in range(20)}) == 20
+
+
+SCENARIO = """
+name: devices
+link: {kind: wifi}
+hosts:
+  - {name: md, role: md, compute: %s}
+  - {name: es, role: es, compute: %s}
+  - {name: ap, role: ap}
+  - {name: ext, role: ext}
+configurations: [md-only, es-only, mimic-bottleneck%s]
+"""
+
+
+def test_scenario_compute_keys(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO % ("paper-wifi-md", "paper-wifi-es", ""))
+    s = load_scenario(path)
+    assert [h.compute for h in s.hosts] == ["paper-wifi-md", "paper-wifi-es", "real", "real"]
+    assert parse_scenario(scenario_to_dict(s)) == s
+    assert devices.compute_argv(s.host("md")) == ["--compute", "paper-wifi-md"]
+    assert devices.compute_argv(s.host("ap")) == []
+    manifest = devices.compute_manifest(s.hosts)
+    assert manifest["es"]["source"].startswith(paper.TABLE5_SOURCE)
+    assert manifest["ap"] == {"model": "real"}
+    # a relative path is read next to the scenario, kept absolute
+    (tmp_path / "pi.json").write_text((devices.DATA_DIR / "rpi3b+.json").read_text())
+    path.write_text(SCENARIO % ("pi.json", "real", ""))
+    assert load_scenario(path).host("md").compute == str((tmp_path / "pi.json").resolve())
+
+
+def test_scenario_compute_problems(tmp_path):
+    path = tmp_path / "s.yaml"
+    (tmp_path / "bad.json").write_text(json.dumps({"kind": "testbed-profile", "source": "x",
+                                                   "models": {"densenet201": {"configs": {
+                                                       "es-only": {"es_s": 1}}}}}))
+    path.write_text(SCENARIO % ("paper-wifi-es", "bad.json", ", {name: mine, mode: EC}"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    text = str(info.value)
+    assert f"{path}: hosts[1].compute: device profile 'bad.json' cannot be used" in text
+    assert (f"{tmp_path / 'bad.json'}: models.densenet201.configs.es-only.es_s: a central time "
+            "needs its distribution") in text
+    path.write_text(SCENARIO % ("paper-wifi-es", "paper-wifi-es", ", {name: mine, mode: EC}"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    text = str(info.value)
+    assert (f"{path}: hosts[0].compute: paper-wifi-es has no MD time of configuration "
+            "'md-only' (densenet201)") in text
+    assert (f"{path}: hosts[1].compute: paper-wifi-es has no ES time of configuration "
+            "'mine' (densenet201)") in text
+    assert "configuration 'md-only' (densenet201)" not in text.split("hosts[1]", 1)[1]
+    path.write_text(SCENARIO.replace("{name: ap, role: ap}", "{name: ap, role: ap, compute: rpi3b+}")
+                    % ("real", "real", ""))
+    with pytest.raises(ScenarioError, match=r"hosts\[2\].compute: only the md and es hosts"):
+        load_scenario(path)
+
+
+def test_records_without_compute_columns_still_load(tmp_path):
+    old = [c for c in FrameRecord.columns() if c not in ("md_compute", "es_compute", "compute_overrun")]
+    path = tmp_path / "frames.csv"
+    row = {c: "" for c in old} | {"run_id": "r", "config": "md-only", "mode": "LC",
+                                  "model": "densenet201", "frame_id": "0", "warmup": "False",
+                                  "payload_bytes": "0", "wire_bytes": "0", "md_proc": "0.5",
+                                  "total": "0.5", "status": "ok", "repetition": "0",
+                                  "capture_ns": "1"}
+    path.write_text(",".join(old) + "\n" + ",".join(row[c] for c in old) + "\n")
+    (record,) = read_records(path)
+    assert (record.md_compute, record.es_compute, record.compute_overrun) == ("real", "", "")
