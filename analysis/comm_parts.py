@@ -187,7 +187,7 @@ def load_step(folder: Path, step: str, record: dict[str, Any], port: int) -> Ste
     return out
 
 
-def _offset_ns(record: dict[str, Any]) -> tuple[int, int]:
+def step_offset_ns(record: dict[str, Any]) -> tuple[int, int]:
     clock = record.get("clock") or {}
     try:
         before = clock["before"]["realtime_minus_monotonic_ns"]
@@ -267,7 +267,7 @@ def split_frame(r: FrameRecord, caps: StepCaptures, lo: int, offset_ns: int, d_n
     assert r.comm is not None and r.md_proc is not None and r.total is not None
     parts = FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm)
     hi = lo + r.wire_bytes
-    t_send = r.capture_ns + round(r.md_proc * 1e9) + offset_ns
+    t_send = send_ns(r, offset_ns)
     t_reply = r.capture_ns + round(r.total * 1e9) + offset_ns
     es_ns = round((r.es_proc or 0) * 1e9)
     mine = [x for x in caps.up["md"] if x.hi > lo and x.lo < hi]
@@ -333,34 +333,46 @@ def step_parts(folder: Path, step: str, record: dict[str, Any], records: list[Fr
                link: Bottleneck, port: int) -> list[FrameParts]:
     """Every frame of one step (records in frame order), split into its parts."""
     caps = load_step(folder, step, record, port)
-    offset_ns, spread = _offset_ns(record)
+    offset_ns, spread = step_offset_ns(record)
     if spread > TOLERANCE_S * 1e9:
         log.warning("step %s: the MD's clock offset moved %.2f ms during the step", step,
                     spread * 1e-6)
     d_ns = fixed_delay_ns(caps, link)
     pairs = {id(y): x for x, y in _match(caps.up["bottleneck-in"], caps.up["bottleneck-out"])}
-    frames = sorted(records, key=lambda r: r.frame_id)
     out = []
-    lo = None
-    for r in frames:
-        if r.status != "ok" or r.comm is None:
-            break  # the step ended at a failed frame; later bytes are unknown
-        t_send = r.capture_ns + round((r.md_proc or 0) * 1e9) + offset_ns
-        first = _first_new_byte(caps.up["md"], t_send)
-        if first is None:
-            raise BreakdownError(f"step {step}: frame {r.frame_id}: the MD sent nothing new "
-                                 "after its send start")
-        if lo is None:
-            lo = first.lo
+    for r, lo, mismatch in frame_ranges(step, records, caps, offset_ns):
         try:
             parts = split_frame(r, caps, lo, offset_ns, d_ns, link, pairs)
         except BreakdownError as exc:
             parts = FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm,
                                flag=str(exc))
-        if first.lo != lo:
-            parts.flag = "; ".join(filter(None, [parts.flag, (
-                f"first new byte after the send start is {first.lo}, expected {lo}")]))
+        parts.flag = "; ".join(filter(None, [parts.flag, mismatch]))
         out.append(parts)
+    return out
+
+
+def send_ns(r: FrameRecord, offset_ns: int) -> int:
+    """The frame's send start on the capture clock."""
+    return r.capture_ns + round((r.md_proc or 0) * 1e9) + offset_ns
+
+
+def frame_ranges(step: str, records: list[FrameRecord], caps: StepCaptures,
+                 offset_ns: int) -> list[tuple[FrameRecord, int, str]]:
+    """(record, first byte, mismatch) of each frame up to the first failed one: frames follow
+    each other on the connection; ``mismatch`` says when the first new byte the MD sent after the
+    frame's send start is not where the frame should begin."""
+    out = []
+    lo = None
+    for r in sorted(records, key=lambda r: r.frame_id):
+        if r.status != "ok" or r.comm is None:
+            break  # the step ended at a failed frame; later bytes are unknown
+        first = _first_new_byte(caps.up["md"], send_ns(r, offset_ns))
+        if first is None:
+            raise BreakdownError(f"step {step}: frame {r.frame_id}: the MD sent nothing new "
+                                 "after its send start")
+        lo = first.lo if lo is None else lo
+        out.append((r, lo, "" if first.lo == lo else
+                    f"first new byte after the send start is {first.lo}, expected {lo}"))
         lo += r.wire_bytes
     return out
 

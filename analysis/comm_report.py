@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,7 @@ from analysis import comm_parts  # noqa: E402
 from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.tables import to_markdown  # noqa: E402
+from testbed.records import read_records  # noqa: E402
 
 PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "fixed": "#7f7f7f",
                "stall": "#ff7f0e", "retransmission": "#9467bd", "reply": "#2ca02c"}
@@ -142,30 +144,20 @@ class Timeline:
 
 def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timeline:
     """The packets of one frame on the two sides of the bottleneck, relative to its send start."""
-    import json
-
-    from testbed.records import read_records
-
     manifest = json.loads((folder / "manifest.json").read_text())
     record = manifest["steps"][parts.step]
     caps = comm_parts.load_step(folder, parts.step, record, port)
-    offset, _ = comm_parts._offset_ns(record)  # noqa: SLF001 (same module family)
-    records = sorted((r for r in read_records(folder / "steps" / f"{parts.step}.csv")
-                      if r.mode != "LC"), key=lambda r: r.frame_id)
-    t0 = records[0].capture_ns + round(records[0].md_proc * 1e9) + offset
-    lo = comm_parts._first_new_byte(caps.up["md"], t0).lo  # noqa: SLF001
-    for r in records:
-        if r.frame_id == parts.frame_id:
-            break
-        lo += r.wire_bytes
+    offset, _ = comm_parts.step_offset_ns(record)
+    records = [r for r in read_records(folder / "steps" / f"{parts.step}.csv") if r.mode != "LC"]
+    r, lo = next((r, lo) for r, lo, _ in comm_parts.frame_ranges(parts.step, records, caps, offset)
+                 if r.frame_id == parts.frame_id)
     hi = lo + r.wire_bytes
-    t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+    t_send = comm_parts.send_ns(r, offset)
     t_reply = r.capture_ns + round(r.total * 1e9) + offset
+    es_ms = (r.es_proc or 0) * 1e3
 
     def rel(seq):
         return [((x.t_ns - t_send) * 1e-6, (x.lo - lo) / 1000) for x in seq if x.hi > lo and x.lo < hi]
-
-    es_ms = (r.es_proc or 0) * 1e3
 
     def reply(seq):  # shifted back by es_proc: the time line is comm's
         return [(x.t_ns - t_send) * 1e-6 - es_ms for x in seq if t_send < x.t_ns <= t_reply]

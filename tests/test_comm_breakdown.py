@@ -56,12 +56,12 @@ def test_each_frame_owns_its_bytes_in_send_order(manifest, records, parts):
     """Frame k's bytes follow frame k-1's; the first new byte the MD sent after each frame's own
     send start is where the frame's range begins (the match holds for every frame)."""
     caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
-    offset, spread = comm_parts._offset_ns(manifest["steps"][STEP])
+    offset, spread = comm_parts.step_offset_ns(manifest["steps"][STEP])
     assert spread < 1_000_000
     starts = []
     for fid in sorted(records):
         r = records[fid]
-        t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+        t_send = comm_parts.send_ns(r, offset)
         starts.append(comm_parts._first_new_byte(caps.up["md"], t_send).lo)
     sizes = [records[f].wire_bytes for f in sorted(records)]
     assert [b - a for a, b in zip(starts, starts[1:])] == sizes[:-1]
@@ -69,7 +69,7 @@ def test_each_frame_owns_its_bytes_in_send_order(manifest, records, parts):
     # a frame's bytes are all sent after its send start and before its reply
     for fid, r in records.items():
         lo = starts[fid - min(records)]
-        t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
+        t_send = comm_parts.send_ns(r, offset)
         t_reply = r.capture_ns + round(r.total * 1e9) + offset
         mine = [x for x in caps.up["md"] if lo <= x.lo < lo + r.wire_bytes]
         assert mine and min(x.t_ns for x in mine) >= t_send
@@ -121,7 +121,7 @@ def test_a_window_stall_after_idle_is_a_stall(manifest, parts, records):
     p = parts[first]
     assert p.stall > 2e-3
     r = records[first]
-    offset, _ = comm_parts._offset_ns(manifest["steps"][STEP])
+    offset, _ = comm_parts.step_offset_ns(manifest["steps"][STEP])
     t_send = r.capture_ns + round(r.md_proc * 1e9) + offset
     lo = comm_parts._first_new_byte(caps.up["md"], t_send).lo
     times = sorted(x.t_ns for x in caps.up["md"] if lo <= x.lo < lo + r.wire_bytes)
