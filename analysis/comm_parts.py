@@ -188,13 +188,14 @@ def load_step(folder: Path, step: str, record: dict[str, Any], port: int) -> Ste
 
 
 def step_offset_ns(record: dict[str, Any]) -> tuple[int, int]:
+    """The MD's CLOCK_REALTIME - CLOCK_MONOTONIC during the step (mean of the readings before
+    and after it, or the one there is) and how far the two readings differ."""
     clock = record.get("clock") or {}
-    try:
-        before = clock["before"]["realtime_minus_monotonic_ns"]
-        after = clock["after"]["realtime_minus_monotonic_ns"]
-    except (KeyError, TypeError):
-        raise BreakdownError("the step record has no clock offsets (clock.before/after)") from None
-    return (before + after) // 2, abs(after - before)
+    readings = [clock[k]["realtime_minus_monotonic_ns"] for k in ("before", "after")
+                if isinstance(clock.get(k), dict) and "realtime_minus_monotonic_ns" in clock[k]]
+    if not readings:
+        raise BreakdownError("the step record has no clock offset (clock.before/after)")
+    return sum(readings) // len(readings), max(readings) - min(readings)
 
 
 def _match(bin_: list[Transmission], bout: list[Transmission]) -> list[tuple[Transmission, Transmission]]:
