@@ -46,6 +46,7 @@ REQUIRED_COLUMNS = (
 OPTIONAL_DEFAULTS: dict[str, Any] = {
     "split": "", "n_ch": np.nan, "image_id": "", "predicted": np.nan, "step": "",
     "load_mbit": np.nan, "load_achieved_mbit": np.nan, "repetition": 0, "capture_ns": 0,
+    "md_compute": "real", "es_compute": "", "compute_overrun": "",
 }
 
 SWEEP_KEYS = ("run_id", "scenario", "steps")
@@ -201,7 +202,8 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
                              load_asked_mbit=np.nan, load_achieved_mbit=np.nan,
                              load_error_pct=np.nan, repetition=0, status=status,
                              frames=len(sub), failed_frames=int((sub["status"] != "ok").sum()),
-                             wall_s=np.nan, saturated_hosts="", load1_max=np.nan))
+                             wall_s=np.nan, saturated_hosts="", load1_max=np.nan,
+                             medium_flags="", ns3_late_p99_ms=np.nan))
     else:
         for step_id, s in manifest.get("steps", {}).items():
             asked = _num(s.get("load_asked_mbit"))
@@ -212,6 +214,7 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
             loadavg = s.get("loadavg") or {}
             saturated = sorted(h for h, v in loadavg.items() if isinstance(v, dict) and v.get("saturated"))
             loads = [v["load1"] for v in loadavg.values() if isinstance(v, dict) and "load1" in v]
+            medium = s.get("medium") or {}
             rows.append(dict(step=step_id, config=s.get("config", ""), load_asked_mbit=asked,
                              load_achieved_mbit=achieved, load_error_pct=error,
                              repetition=int(s.get("repetition") or 0),
@@ -219,7 +222,9 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
                              frames=int(s.get("frames") or 0),
                              failed_frames=int(s.get("failed_frames") or 0),
                              wall_s=_num(s.get("wall_s")), saturated_hosts=",".join(saturated),
-                             load1_max=max(loads) if loads else np.nan))
+                             load1_max=max(loads) if loads else np.nan,
+                             medium_flags=",".join(medium.get("flags") or []),
+                             ns3_late_p99_ms=_num((medium.get("lateness") or {}).get("p99_ms"))))
     steps = pd.DataFrame(rows, columns=_STEP_COLUMNS)
     steps.insert(0, "run", label)
     steps["load"] = [load_label(x) for x in steps["load_asked_mbit"]]
@@ -228,7 +233,7 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
 
 _STEP_COLUMNS = ["step", "config", "load_asked_mbit", "load_achieved_mbit", "load_error_pct",
                  "repetition", "status", "frames", "failed_frames", "wall_s", "saturated_hosts",
-                 "load1_max"]
+                 "load1_max", "medium_flags", "ns3_late_p99_ms"]
 
 
 def _num(value) -> float:

@@ -31,6 +31,7 @@ from analysis.load import Results, file_label, load_results
 from analysis.profiles import (DeviceProfile, Payloads, ProfileError, SplitShares, paper_devices,
                                paper_payloads, read_profile, result_payloads, shares_from_profile,
                                shares_from_table5)
+from analysis.devices_report import PAPER_TABLE5_CAPTION, paper_table5, write_paper_table5
 from analysis.tables import (DETAIL_CAPTION, FLAG_TEXT, component_stats, detail_table, table5,
                              table5_caption, write_tables)
 
@@ -294,6 +295,13 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
         cells.append(f"<h3>{_e(run)}</h3>" + _table(t5, index=True, numeric=tuple(t5.columns))
                      + f"<p class='note'>{_e(table5_caption(s, results.subset(run)))}</p>")
     parts += cells  # full width: Table 5 of a sweep is wide
+    for run in labels:  # runs that replayed the paper's devices: its Table 5 beside theirs
+        vs = paper_table5(stats[stats["run"] == run], results.subset(run).frames)
+        if vs is not None:
+            parts.append(f"<h3>{_e(run)}: the paper's Table 5 beside this run's</h3>"
+                         + _table(vs, index=True, numeric=tuple(vs.columns))
+                         + f"<p class='note'>{_e(PAPER_TABLE5_CAPTION)}</p>")
+            tables.update(write_paper_table5(vs, tab_dir, f"-{file_label(run)}" if many else ""))
     parts.append("<h2>Statistics per cell (n, percentiles, validity)</h2>")
     parts.append(f"<p class='note'>{_e(DETAIL_CAPTION)} Highlighted rows: load missed or CPU "
                  "saturated.</p>")

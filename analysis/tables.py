@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.compute import compute_note
 from analysis.load import COMPONENTS, Results, file_label
 from analysis.stats import STAT_COLUMNS, stat_row
 
@@ -166,6 +167,7 @@ def table5_caption(stats: pd.DataFrame, results: Results | None = None) -> str:
         ex = results.excluded
         text += (f" Excluded: {int(ex['warmup_excluded'].sum())} warm-up and "
                  f"{int(ex['failed_excluded'].sum())} failed frames.")
+        text += compute_note(results.frames)
     return text
 
 

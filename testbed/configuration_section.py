@@ -101,6 +101,8 @@ def _parse_configuration(ck: Checker, item: dict, path: str, model: Any) -> Conf
         values["jpeg_quality"] = ck.get(
             data, "jpeg_quality", path, ck.integer, minimum=1, maximum=100
         )
+    if data.get("jpeg_size") is not None:
+        values["jpeg_size"] = ck.get(data, "jpeg_size", path, ck.integer, minimum=32, maximum=2048)
     if data.get("weights") is not None:
         values["weights"] = ck.string(data["weights"], p("weights"))
     if len(ck.problems) > n0 or "name" not in values or "mode" not in values:

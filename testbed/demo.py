@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from testbed.configs import Configuration
+from testbed.devices import REAL, DeviceProfile, compute_record
 from testbed.head import HeadSettings, StepContext, run_head
 from testbed.images import load_images
 from testbed.records import FrameRecord
@@ -43,9 +44,11 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
-def start_local_tail(port: int, log_path: Path, threads: int, seed: int) -> subprocess.Popen:
+def start_local_tail(port: int, log_path: Path, threads: int, seed: int,
+                     compute: DeviceProfile | None = None) -> subprocess.Popen:
     argv = [sys.executable, "-m", "testbed", "tail", "--host", "127.0.0.1", "--port", str(port),
-            "--threads", str(threads), "--seed", str(seed)]
+            "--threads", str(threads), "--seed", str(seed),
+            *([] if compute is None else ["--compute", compute.name])]
     proc = subprocess.Popen(argv, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -76,8 +79,12 @@ def run_demo(
     seed: int = 0,
     on_frame: Callable[[FrameRecord], None] | None = None,
     on_config: Callable[[Configuration], None] | None = None,
+    md_compute: DeviceProfile | None = None,
+    es_compute: DeviceProfile | None = None,
 ) -> Path:
-    """Run every configuration once over loopback; returns the result folder."""
+    """Run every configuration once over loopback; returns the result folder. ``md_compute``,
+    ``es_compute``: a device profile the head or the tail replays (``testbed.replay``), or
+    ``None`` for real processing."""
     out = new_result_dir(results_root, "loopback-demo")
     run_id = out.name
     manifest = {
@@ -91,12 +98,14 @@ def run_demo(
         "images": images,
         "threads_per_process": threads,
         "seed": seed,
+        "compute": {side: compute_record(p.name if p else REAL)
+                    for side, p in (("md", md_compute), ("es", es_compute))},
         "versions": software_versions(),
         "status": {},
     }
     write_json(out / MANIFEST, manifest)
     port = free_port()
-    tail = start_local_tail(port, out / "logs" / "tail.log", threads, seed)
+    tail = start_local_tail(port, out / "logs" / "tail.log", threads, seed, es_compute)
     pictures = load_images(images)
     try:
         for config in configs:
@@ -105,6 +114,7 @@ def run_demo(
             settings = HeadSettings(
                 config=config, server=("127.0.0.1", port), frames=frames, warmup=warmup,
                 images=images, seed=seed, threads=threads, context=StepContext(run_id=run_id),
+                compute=md_compute,
             )
             try:
                 failed = run_head(settings, out / FRAMES, on_frame=on_frame, frames=pictures)

@@ -162,7 +162,7 @@ def read_profile(ck: Checker, ref: str, base: Path | None = None) -> DeviceProfi
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         ck.error("", f"not a readable JSON profile ({exc})")
         return None
-    return check_profile(ck, data, ref if path.parent == DATA_DIR else str(path))
+    return check_profile(ck, data, ref if path.parent == DATA_DIR else str(path.resolve()))
 
 
 def check_profile(ck: Checker, data: Any, name: str) -> DeviceProfile | None:
@@ -308,13 +308,13 @@ def compute_argv(host: Any) -> list[str]:
 def compute_manifest(hosts: Any) -> dict[str, Any]:
     """A run manifest's ``compute``: per host, ``real`` or the profile it replays (reference,
     source and whole content, so a result folder says what its processing times are)."""
-    out: dict[str, Any] = {}
-    for host in hosts:
-        ref = getattr(host, "compute", REAL)
-        if ref == REAL:
-            out[host.name] = {"model": REAL}
-            continue
-        profile = load_profile(ref)
-        out[host.name] = {"model": compute_label(profile), "profile": ref,
-                          "source": profile.source, "content": profile.content}
-    return out
+    return {host.name: compute_record(getattr(host, "compute", REAL)) for host in hosts}
+
+
+def compute_record(ref: str) -> dict[str, Any]:
+    """One host's entry of a manifest's ``compute``."""
+    if ref == REAL:
+        return {"model": REAL}
+    profile = load_profile(ref)
+    return {"model": compute_label(profile), "profile": ref, "source": profile.source,
+            "content": profile.content}

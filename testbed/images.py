@@ -79,8 +79,9 @@ class ImageDecodeError(ValueError):
     """A received JPEG that cannot become the model's input."""
 
 
-def decode_jpeg(data: bytes, size: int) -> torch.Tensor:
-    """The ES side of EC: JPEG bytes of a ``size`` x ``size`` image to a model input tensor.
+def decode_jpeg(data: bytes, size: int, input_size: int | None = None) -> torch.Tensor:
+    """The ES side of EC: JPEG bytes of a ``size`` x ``size`` image to a model input tensor
+    (``input_size`` x ``input_size``, resized if that differs from ``size``).
 
     The header is checked before any pixel is decoded, so a hostile payload cannot make the ES
     inflate a huge image.
@@ -96,4 +97,6 @@ def decode_jpeg(data: bytes, size: int) -> torch.Tensor:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data
         raise ImageDecodeError(f"payload: not a decodable JPEG ({exc})") from exc
+    if input_size is not None and input_size != size:
+        rgb = rgb.resize((input_size, input_size), Image.BILINEAR)
     return to_tensor(rgb)

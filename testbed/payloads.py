@@ -1,6 +1,7 @@
 """What crosses the link in each mode, and how each side makes and reads it.
 
-- EC: the MD sends the JPEG of the resized image; the ES decodes it and runs the whole model.
+- EC: the MD sends the JPEG of the resized image (``jpeg_size``, default the model's input);
+  the ES decodes it, resizes it to the model's input if needed, and runs the whole model.
 - SC: the MD runs the head and sends its output, 8-bit quantized (scale, zero point) unless
   the configuration says ``quantize: false``, optionally zlib-compressed; the ES dequantizes and
   runs the tail.
@@ -19,9 +20,10 @@ from testbed.models.split import SplitModel
 
 def md_message(config: Configuration, model: SplitModel, frame_id: int, image) -> wire.Message:
     """Everything the MD does between capture and send, for EC and SC."""
-    crop = resize_crop(image, model.input_size)
     if config.mode == "EC":
+        crop = resize_crop(image, config.jpeg_size or model.input_size)
         return wire.JpegFrame(frame_id, encode_jpeg(crop, config.jpeg_quality))
+    crop = resize_crop(image, model.input_size)
     with torch.inference_mode():
         z = model.head(to_tensor(crop))
     if config.quantize:
@@ -38,7 +40,7 @@ def md_local(model: SplitModel, image) -> int:
 def es_input(config: Configuration, model: SplitModel, msg: wire.Message, max_bytes: int):
     """The ES's tail input from a received frame; ``wire.WireError`` if it does not fit."""
     if config.mode == "EC" and isinstance(msg, wire.JpegFrame):
-        return decode_jpeg(msg.payload, model.input_size)
+        return decode_jpeg(msg.payload, config.jpeg_size or model.input_size, model.input_size)
     if config.mode == "SC" and isinstance(msg, wire.TensorFrame):
         return wire.tensor_from_frame(
             msg, expected_shape=(1, *model.head_output_shape), max_size=max_bytes

@@ -1,0 +1,37 @@
+"""Which compute model a run's frames used, worded for captions.
+
+A host can replay a device profile (``testbed.devices``): its processing times are then the
+profile's samples, emulated, while bytes and predictions stay real. Records say so per frame
+(``md_compute``, ``es_compute``: ``real`` or ``profile:<name>``; ``compute_overrun``: the side
+whose real work outlasted its sample).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+REAL = "real"
+
+
+def compute_models(frames: pd.DataFrame) -> dict[str, list[str]]:
+    """The compute models of each side in ``frames`` (records written before these columns
+    existed count as ``real``)."""
+    def labels(col: pd.Series) -> list[str]:
+        return sorted({str(v) or REAL for v in col})
+    split = frames[frames["mode"] != "LC"]
+    return {"md": labels(frames["md_compute"]), "es": labels(split["es_compute"])}
+
+
+def compute_note(frames: pd.DataFrame) -> str:
+    """A caption sentence when any processing in ``frames`` was emulated, else ``""``."""
+    models = compute_models(frames)
+    emulated = {side: [m for m in found if m != REAL] for side, found in models.items()}
+    if not any(emulated.values()):
+        return ""
+    said = "; ".join(f"{side.upper()} processing emulated from {', '.join(found)}"
+                     for side, found in emulated.items() if found)
+    measured = frames[~frames["warmup"] & frames["status"].eq("ok")]
+    over = int(measured["compute_overrun"].astype(str).ne("").sum())
+    return (f" {said} (times sampled from the device profile; bytes on the wire and predictions "
+            f"are real). {over} measured frame(s) flagged compute_overrun (the real work "
+            f"outlasted the profile's time; their time is the real work's).")
