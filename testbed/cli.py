@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from testbed import __version__
+from testbed import __version__, head_args
 
 DESCRIPTION = """\
 Split DNN inference latency testbed (Head Network Distillation, Section V).
@@ -31,65 +30,6 @@ examples:
 
 Each subcommand has its own --help.
 """
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (one of Table 5's, or explicit fields, or JSON)")
-    g.add_argument("--configuration", "--preset", dest="configuration",
-                   help="one of Table 5's configurations: md-only | es-only | org-split2 | "
-                        "mimic-split2 | mimic-bottleneck (--preset: the old name of this option)")
-    g.add_argument("--config-json", help="a whole configuration as a JSON object")
-    g.add_argument("--name", help="configuration name written in every record")
-    g.add_argument("--mode", choices=["LC", "EC", "SC"])
-    g.add_argument("--model", default="densenet201", help="torchvision model (default: densenet201)")
-    g.add_argument("--kind", choices=["teacher", "student"], default="teacher")
-    g.add_argument("--split", help="split point name or 1-based index (SC)")
-    g.add_argument("--n-ch", type=int, help="student bottleneck channels (default for Table 5's configurations: 12)")
-    g.add_argument("--no-quantize", action="store_true", help="SC: send float32, not 8-bit")
-    g.add_argument("--compression", choices=["none", "zlib"], default="none")
-    g.add_argument("--jpeg-quality", type=int, default=95)
-    g.add_argument("--weights", help="checkpoint path (state dict; loaded with weights_only=True)")
-
-
-def _config_from_args(args: argparse.Namespace):
-    from testbed.configs import Configuration, table5
-
-    if args.config_json:
-        try:
-            data = json.loads(args.config_json)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"--config-json: not valid JSON ({exc})")
-        if not isinstance(data, dict):
-            raise SystemExit("--config-json: expected a JSON object")
-        try:
-            return Configuration.from_dict(data).validated()
-        except (TypeError, ValueError) as exc:
-            raise SystemExit(f"--config-json: {exc}")
-    if args.configuration:
-        table = table5(args.model, args.n_ch or 12)
-        if args.configuration not in table:
-            raise SystemExit(f"--configuration: expected one of {', '.join(table)}, "
-                             f"got {args.configuration!r}")
-        return table[args.configuration].validated()
-    if not args.mode:
-        raise SystemExit("give --configuration, --config-json, or at least --mode (LC, EC or SC)")
-    split = int(args.split) if args.split and args.split.isdigit() else args.split
-    config = Configuration(
-        name=args.name or f"{args.mode}-{args.model}", mode=args.mode, model=args.model,
-        kind=args.kind, split=split, n_ch=args.n_ch, quantize=not args.no_quantize,
-        compression=args.compression, jpeg_quality=args.jpeg_quality, weights=args.weights,
-    )
-    try:
-        return config.validated()
-    except ValueError as exc:
-        raise SystemExit(str(exc))
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def cmd_tail(args) -> int:
@@ -115,15 +55,9 @@ def cmd_tail(args) -> int:
 
 
 def cmd_head(args) -> int:
-    from testbed.head import HeadError, HeadSettings, StepContext, run_head
+    from testbed.head import HeadError, run_head
 
-    config = _config_from_args(args)
-    settings = HeadSettings(
-        config=config, server=args.connect, frames=args.frames, warmup=args.warmup,
-        images=args.images, capture_rate_hz=args.capture_rate, seed=args.seed, threads=args.threads,
-        context=StepContext(run_id=args.run_id, step=args.step, load_mbit=args.load,
-                            repetition=args.repetition),
-    )
+    settings = head_args.head_settings(args)
     try:
         failed = run_head(settings, args.records)
     except (HeadError, ValueError, OSError) as exc:  # could not start: bad weights, images, tail
@@ -131,6 +65,12 @@ def cmd_head(args) -> int:
         return 2
     print(f"{args.frames + args.warmup - failed} frames ok, {failed} failed -> {args.records}")
     return 1 if failed else 0
+
+
+def cmd_agent(args) -> int:
+    from testbed.agent import serve
+
+    return serve(Path(args.control), accept_timeout_s=args.accept_timeout)
 
 
 def cmd_demo(args) -> int:
@@ -605,20 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("head", help="stream frames to a tail (the MD side)",
                        description="Capture frames, run the head, stream to the ES, record each frame.")
-    _add_config_args(p)
-    p.add_argument("--connect", type=_host_port, help="tail address HOST:PORT (not needed for LC)")
-    p.add_argument("--frames", type=int, default=50, help="measured frames (default 50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames first (default 5)")
-    p.add_argument("--images", default="builtin", help="image folder, or 'builtin' (default)")
-    p.add_argument("--capture-rate", type=float, help="capture at this rate (Hz) instead of back-to-back")
-    p.add_argument("--records", default="frames.csv", help="CSV to append records to")
-    p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the tail)")
-    p.add_argument("--run-id", default="adhoc")
-    p.add_argument("--step", default="", help="step id written in records (set by the orchestrator)")
-    p.add_argument("--load", type=float, help="competing load of this step, Mbit/s (for records)")
-    p.add_argument("--repetition", type=int, default=0)
+    head_args.add_head_arguments(p)
     p.set_defaults(func=cmd_head)
+
+    p = sub.add_parser("agent", help="a head agent: runs a sweep's steps on the MD (started by "
+                       "testbed run)",
+                       description="Serve step commands (JSON lines) on 127.0.0.1 of this host; "
+                       "build each configuration's head once. The port and token go to --control.")
+    p.add_argument("--control", required=True, help="control file to write (port, token), mode 0600")
+    p.add_argument("--accept-timeout", type=float, default=120.0,
+                   help="exit if no controller connects within this many seconds (default 120)")
+    p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("demo", help="the five Table 5 configurations over loopback",
                        description="Start a tail process on 127.0.0.1, run each configuration's "
@@ -772,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         # must still stop a run and tear its lab down (KeyboardInterrupt), however it was started
         signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
-    quiet = logging.INFO if args.command == "tail" else logging.WARNING  # services always log
+    quiet = logging.INFO if args.command in ("tail", "agent") else logging.WARNING  # services log
     logging.basicConfig(
         level=(quiet, logging.INFO, logging.DEBUG)[min(args.verbose, 2)] if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

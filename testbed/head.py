@@ -96,24 +96,50 @@ class _Link:
         self.sock.close()
 
 
-def run_head(
+@dataclass(frozen=True)
+class PreparedHead:
+    """What a head needs before its first frame and keeps across steps: the validated
+    configuration, the MD side of the model (built once), and the frames to send."""
+
+    config: Configuration
+    model: SplitModel
+    frames: list[Frame]
+    build_s: float
+
+
+def prepare_head(settings: HeadSettings, frames: list[Frame] | None = None) -> PreparedHead:
+    """Validate the configuration, load the frames and build the MD side of the model.
+
+    The slow part of a step (torch import aside): the head agent does it once per configuration
+    and runs every step of that configuration on the result."""
+    config = settings.config.validated()
+    if config.mode != "LC" and settings.server is None:
+        raise HeadError(f"configuration {config.name!r} ({config.mode}) needs a tail server address")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    frames = frames or load_images(settings.images)
+    started = time.perf_counter()
+    model = build_split(config, side="md", seed=settings.seed)
+    return PreparedHead(config, model, frames, time.perf_counter() - started)
+
+
+def run_step(
+    prepared: PreparedHead,
     settings: HeadSettings,
     records_path: Path | str,
     on_frame: Callable[[FrameRecord], None] | None = None,
-    frames: list[Frame] | None = None,
 ) -> int:
-    """Run warm-up plus measured frames, appending one record per frame.
+    """Run warm-up plus measured frames of one step on a prepared head, appending one record
+    per frame; ``settings`` gives the step (frame counts, tail, capture clock, context).
 
     Returns the number of failed frames. A link or ES error ends the step after recording the
     failed frame (the ES closes the connection); LC failures are not possible short of a bug.
     """
-    config = settings.config.validated()
+    config, model, frames = prepared.config, prepared.model, prepared.frames
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if config.mode != "LC" and settings.server is None:
         raise HeadError(f"configuration {config.name!r} ({config.mode}) needs a tail server address")
-    frames = frames or load_images(settings.images)
-    model = build_split(config, side="md", seed=settings.seed)
     link = (
         _Link(settings.server, config, settings.connect_timeout_s, settings.reply_timeout_s)
         if config.mode != "LC" else None
@@ -149,6 +175,17 @@ def run_head(
         if link:
             link.close()
     return failures
+
+
+def run_head(
+    settings: HeadSettings,
+    records_path: Path | str,
+    on_frame: Callable[[FrameRecord], None] | None = None,
+    frames: list[Frame] | None = None,
+) -> int:
+    """One step from scratch (``testbed head``): :func:`prepare_head`, then :func:`run_step`.
+    Returns the number of failed frames."""
+    return run_step(prepare_head(settings, frames), settings, records_path, on_frame)
 
 
 def _one_frame(

@@ -610,6 +610,16 @@ class Host:
         log.info("%s: started %s (pgid %d): %s", self.name, name, pid, shlex.join(cmd))
         return proc
 
+    def open_tcp(self, address: str, port: int, timeout: float = 10.0) -> paramiko.Channel:
+        """A TCP connection that the host itself opens to ``address:port`` (SSH direct-tcpip):
+        reaches a service bound to the host's own loopback. Raises :class:`HostError`."""
+        try:
+            return self._transport().open_channel(
+                "direct-tcpip", (address, int(port)), ("127.0.0.1", 0), timeout=timeout)
+        except (paramiko.SSHException, OSError) as e:
+            raise HostError(self.name, f"{self.access.where}: cannot open a TCP channel to "
+                            f"{address}:{port} through SSH: {e}") from e
+
     # ---- files ----------------------------------------------------------------------------
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
