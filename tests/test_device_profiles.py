@@ -203,3 +203,61 @@ def test_records_without_compute_columns_still_load(tmp_path):
     path.write_text(",".join(old) + "\n" + ",".join(row[c] for c in old) + "\n")
     (record,) = read_records(path)
     assert (record.md_compute, record.es_compute, record.compute_overrun) == ("real", "", "")
+
+
+def _result_folder(tmp_path: Path, md_compute: str, es_compute: str) -> Path:
+    """A loopback result folder whose processing times are known: each configuration's MD and
+    ES times alternate mean ± 1 % around Table 5's."""
+    from testbed.records import RecordWriter
+    from testbed.resultdir import FRAMES, MANIFEST, write_json
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_json(out / MANIFEST, {"kind": "loopback-demo", "run_id": "r", "status": {}})
+    with RecordWriter(out / FRAMES) as writer:
+        for name, row in paper.TABLE5.items():
+            mode = paper_devices.MODES[name]
+            for i in range(20):
+                wiggle = 1.01 if i % 2 else 0.99
+                md = (row["md_proc"] or (0.001, 0))[0] * wiggle
+                es = None if mode == "LC" else row["es_proc"][0] * wiggle
+                comm = None if mode == "LC" else 0.002
+                writer.write(FrameRecord(
+                    run_id="r", config=name, mode=mode, model="densenet201", split="", n_ch=None,
+                    frame_id=i, image_id="x", warmup=i < 2, payload_bytes=1, wire_bytes=1,
+                    md_proc=md, es_proc=es, comm=comm, total=md + (es or 0) + (comm or 0),
+                    predicted=1, status="ok", md_compute=md_compute,
+                    es_compute="" if mode == "LC" else es_compute,
+                    compute_overrun="es" if i == 5 and mode != "LC" else ""))
+    return out
+
+
+def test_report_puts_the_papers_table5_beside_a_run_on_the_papers_devices(tmp_path):
+    from analysis.compute import compute_note
+    from analysis.devices_report import paper_table5
+    from analysis.load import load_results
+    from analysis.tables import component_stats, table5_caption
+
+    results = load_results(_result_folder(tmp_path, "profile:paper-wifi-md", "profile:paper-wifi-es"))
+    stats = component_stats(results)
+    table = paper_table5(stats, results.frames)
+    assert table is not None
+    assert table.loc["org-split2", "MD processing: paper"] == "0.52 ± 0.005"
+    assert table.loc["org-split2", "MD processing: ratio"] == "1.00"
+    assert table.loc["md-only", "ES processing: this run"] == "-"
+    assert table.loc["es-only", "ES processing: ratio"] == "1.00"
+    note = compute_note(results.frames)
+    assert "MD processing emulated from profile:paper-wifi-md" in note
+    assert "4 measured frame(s) flagged compute_overrun" in note
+    assert note in table5_caption(stats, results)
+
+
+def test_real_runs_get_no_emulation_note_and_no_paper_table(tmp_path):
+    from analysis.compute import compute_note
+    from analysis.devices_report import paper_table5
+    from analysis.load import load_results
+    from analysis.tables import component_stats
+
+    results = load_results(_result_folder(tmp_path, "real", "real"))
+    assert compute_note(results.frames) == ""
+    assert paper_table5(component_stats(results), results.frames) is None
