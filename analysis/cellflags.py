@@ -22,6 +22,7 @@ REASONS = {
     "cpu-saturated": "a host's load average exceeded its cores during the step",
     "load-missed": f"the achieved competing load missed the asked one by more than {LOAD_TOLERANCE_PCT:g}%",
     "few-frames": "fewer measured frames than the scenario asked for",
+    "ns3-late": "the ns-3 simulator ran behind the wall clock: lateness p99 above 1 ms in a step",
 }
 
 
@@ -56,6 +57,9 @@ def flag_cells(results: Results, frames_per_step: int) -> list[CellFlag]:
         measured, asked = int(measured_by_cell.get((config, load), 0)), frames_per_step * len(g)
         if measured < asked:
             found["few-frames"] = f"few-frames ({measured} of {asked})"
+        late = g[g["medium_flags"].fillna("").str.contains("ns3-late", regex=False)]
+        if len(late):
+            found["ns3-late"] = f"ns3-late (p99 up to {late['ns3_late_p99_ms'].max():.2f} ms)"
         if found:
             out.append(CellFlag(str(config), str(load), tuple(found), ", ".join(found.values())))
     return out

@@ -99,7 +99,8 @@ class EmulatedHosts(HostSetBase):
         self.lab: backends.Lab = self.backend.make_lab(
             lab_plan(scenario, run_id),
             LabSetup(run_dir=self.run_dir, capabilities=caps, accel=self.choice["accel"],
-                     link_kind=scenario.link.kind, radios=radios, progress=log.info))
+                     link_kind=scenario.link.kind, radios=radios, progress=log.info,
+                     ns3=router.ns3))
         self.python = sys.executable
         self.workdir = runs.host_workdir(run_id)
         self._hosts: dict[str, Host] = {}
@@ -154,6 +155,10 @@ class EmulatedHosts(HostSetBase):
         if self.backend.ssh_note:
             out["ssh"] += self.backend.ssh_note
         return out
+
+    def step_medium(self) -> dict[str, Any] | None:
+        """Recorded after each step: what a simulated medium (ns-3) counted during it."""
+        return self.lab.medium_counters()
 
     def step_conditions(self) -> dict[str, Any]:
         """Recorded before each step: the host load (and with the VM: QEMU's CPU, queue counters)."""

@@ -14,7 +14,8 @@ from testbed.hosts.remote import Host
 class HostSet(Protocol):
     """What the orchestrator uses of a set of hosts. Optional: ``step_conditions() -> dict``,
     recorded before each step (host load; with the AP VM its CPU and queues; on a real lab the
-    link probe and the radio state)."""
+    link probe and the radio state); ``step_medium() -> dict | None``, recorded after each step
+    (a simulated medium's counters: ns-3)."""
 
     run_id: str
     python: str

@@ -188,6 +188,9 @@ class Orchestrator:
             if conditions is not None:
                 record["conditions"] = conditions()
             frames_s = self._measure(step, record)
+            medium = getattr(self.hosts, "step_medium", None)
+            if medium is not None and (counted := medium()) is not None:
+                record["medium"] = counted  # a simulated medium's counters (ns-3), its flags
             record.update(status="ok" if not record.get("failed_frames") else
                           f"ok ({record['failed_frames']} frames failed)")
             record["frames_s"] = round(frames_s, 3)

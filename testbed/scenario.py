@@ -37,6 +37,7 @@ import yaml
 
 from testbed import presets
 from testbed.capture_settings import PacketCapture, parse_packet_capture
+from testbed.ns3_settings import Ns3Settings, check_stations, parse_ns3
 from testbed.checks import BAD, NAME, NAME_RE, Checker, Problem, describe, join, ok
 from testbed.configs import Configuration
 from testbed.devices import REAL, check_compute, check_coverage
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 LAB_SUBNET = ipaddress.ip_network("198.18.0.0/15")
 """RFC 2544 benchmarking range: every emulated host address lives here."""
 
-BACKENDS = ("namespace", "vm", "auto")
+BACKENDS = ("namespace", "vm", "ns3", "auto")
 """Where an emulated AP/eNB runs and shapes (``Host.backend``)."""
 DIRECTIONS = ("uplink", "downlink")
 LOAD_TOOLS = ("iperf3",)
@@ -114,6 +115,8 @@ class Host:
     """MD/ES only: ``real`` (processing takes what this machine takes) or a device profile whose
     processing times the host replays: a shipped name or a profile file's absolute path
     (``testbed.devices``; relative paths in a scenario file are resolved against its folder)."""
+    ns3: Ns3Settings | None = None
+    """AP with ``backend: ns3`` only: the simulated cell (``testbed.ns3_settings``)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,7 @@ def _parse_hosts(
             elif hwsim and backend == "namespace":
                 ck.error(join(path, "hwsim"), "hwsim radios run inside the AP VM: set backend: vm "
                                                "(or auto) on this host, or remove the key")
+        ns3 = parse_ns3(ck, data.get("ns3"), path, kind, backend)
         compute = REAL
         if data.get("compute") not in (None, REAL):
             if role not in ("md", "es", BAD):
@@ -349,7 +353,10 @@ def _parse_hosts(
                 f"{threads} threads on a {cpu:g}-core share oversubscribe it "
                 "(expect slower frames)",
             )
-        out.append(Host(name, role, address, cpu, threads, backend, hwsim, compute))
+        out.append(Host(name, role, address, cpu, threads, backend, hwsim, compute, ns3))
+    for i, h in enumerate(out):
+        if h is not None and h.ns3 is not None:
+            check_stations(ck, join("hosts", i), h.ns3, [n for n, r in roles if r in ("md", "ext")])
     check_roles(ck, roles, "hosts", kind, loads, real=False)
     if any(h is None for h in out):
         return None

@@ -32,8 +32,9 @@ def test_every_backend_builds_a_lab_with_the_shared_lifecycle(tmp_path) -> None:
 
 
 def test_a_backend_name_not_in_the_registry_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"auto or one of \['namespace', 'vm'\], got 'ns3'"):
-        backends.choose("ns3", _Caps(netem=True))
+    with pytest.raises(ValueError,
+                       match=r"auto or one of \['namespace', 'ns3', 'vm'\], got 'mininet'"):
+        backends.choose("mininet", _Caps(netem=True))
 
 
 @pytest.mark.root

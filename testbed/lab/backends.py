@@ -8,9 +8,12 @@ namespace  ``testbed.lab.namespace_lab``  a network namespace; the host kernel's
                                           (netem, or tbf/htb on kernels without it)
 vm         ``testbed.vm.lab``             a QEMU VM with Debian's kernel and real netem; the
                                           stations and the ES stay namespaces
+ns3        ``testbed.lab.ns3_lab``        an ns-3 process simulating an 802.11g cell in real
+                                          time (DCF, retries, ACKs), joined to the hosts'
+                                          namespaces through taps; never chosen by ``auto``
 ========== ============================== =====================================================
 
-A new backend (e.g. ns-3) is one module with a class that extends
+A new backend is one module with a class that extends
 :class:`testbed.lab.base.LabBase` (and so offers :class:`Lab`) and a ``make_lab(plan, setup)``
 factory, plus one :class:`Backend` entry in :data:`BACKENDS`. Backends are imported only when
 chosen (the VM's pulls in its image builder).
@@ -47,6 +50,8 @@ class Lab(Protocol):
     (the VM's dropbear), else None (the router is a namespace reached like any other host).
     ``describe()``: what the manifest records about the backend under ``manifest_key`` (None:
     nothing). ``conditions()``: recorded before each step (at least ``host_loadavg``).
+    ``medium_counters()``: recorded after each step (what a simulated medium counted during
+    it), or None.
     """
 
     state: LabState | None
@@ -58,6 +63,7 @@ class Lab(Protocol):
     def router_host(self) -> Any: ...
     def describe(self) -> dict[str, Any] | None: ...
     def conditions(self) -> dict[str, Any]: ...
+    def medium_counters(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,11 @@ def _vm_auto(caps: Any) -> str | None:
             f"({'KVM' if _kvm(caps) else 'TCG'})")
 
 
+def _ns3_auto(caps: Any) -> str | None:
+    """Never: ns-3 is asked for by name (its fidelity and cost: README, "The ns-3 backend")."""
+    return None
+
+
 def _kvm(caps: Any) -> bool:
     return caps.has("kvm") if caps.get("kvm") is not None else False
 
@@ -108,6 +119,8 @@ BACKENDS: dict[str, Backend] = {
                   clean_leftovers="testbed.vm.boot:clean_vms", manifest_key="vm",
                   ssh_note="; the AP VM: dropbear on its own management /30, per-run keys, "
                            "pinned host key"),
+    "ns3": Backend("ns3", "testbed.lab.ns3_lab:make_lab", _ns3_auto,
+                   clean_leftovers="testbed.lab.ns3_lab:clean_leftovers", manifest_key="ns3"),
 }
 FALLBACK = "namespace"
 """``auto`` where no backend accepts this machine."""

@@ -50,6 +50,8 @@ class LabSetup:
     link_kind: str = "wifi"
     radios: bool = False
     progress: Callable[[str], None] | None = None
+    ns3: Any = None
+    """The AP's ``ns3`` section (``testbed.ns3_settings.Ns3Settings``) for the ns3 backend."""
 
 
 class LabBase(SigtermGuard):
@@ -178,6 +180,10 @@ class LabBase(SigtermGuard):
     def conditions(self) -> dict[str, Any]:
         """Recorded before each step: the host's load average."""
         return {"host_loadavg": list(os.getloadavg())}
+
+    def medium_counters(self) -> dict[str, Any] | None:
+        """Recorded after each step: what the medium counted during it (None: nothing)."""
+        return None
 
     # ------------------------------------------------------------------ what a backend adds
     def _check_backend(self) -> None:
