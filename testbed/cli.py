@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from testbed import __version__, head_args
+from testbed.devices import compute_argument
 
 DESCRIPTION = """\
 Split DNN inference latency testbed (Head Network Distillation, Section V).
@@ -39,7 +40,7 @@ def cmd_tail(args) -> int:
         settings = TailSettings(host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
                                 idle_timeout_s=args.idle_timeout, message_timeout_s=args.message_timeout,
                                 max_connections=args.max_connections, max_inferences=args.max_inferences,
-                                seed=args.seed, threads=args.threads)
+                                seed=args.seed, threads=args.threads, compute=args.compute)
     except ValueError as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 2
@@ -101,7 +102,8 @@ def cmd_demo(args) -> int:
             bar.set_postfix_str(f"total {record.total * 1e3:.0f} ms")
 
     out = run_demo(configs, args.frames, args.warmup, Path(args.results), images=args.images,
-                   threads=args.threads, seed=args.seed, on_frame=on_frame, on_config=on_config)
+                   threads=args.threads, seed=args.seed, on_frame=on_frame, on_config=on_config,
+                   md_compute=args.md_compute, es_compute=args.es_compute)
     bar.close()
     print(format_summary_table(summarize(read_records(out / FRAMES))))
     print(f"\nresults: {out}")
@@ -541,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames decoded and run through the model at once (default: the usable cores)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the head)")
+    p.add_argument("--compute", type=compute_argument, default=None, metavar="PROFILE",
+                   help="this ES's compute model: 'real' (default) or a device profile (shipped "
+                        "name or file) whose ES times it replays (README: Emulated devices)")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("head", help="stream frames to a tail (the MD side)",
@@ -572,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default="results", help="folder for result folders")
+    p.add_argument("--md-compute", type=compute_argument, default=None, metavar="PROFILE",
+                   help="the head replays this device profile's MD times (default: real)")
+    p.add_argument("--es-compute", type=compute_argument, default=None, metavar="PROFILE",
+                   help="the tail replays this device profile's ES times (default: real)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="models and their split points",

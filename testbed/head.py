@@ -18,8 +18,9 @@ from typing import Callable
 
 import torch
 
-from testbed import wire
+from testbed import replay, wire
 from testbed.configs import Configuration
+from testbed.devices import REAL, DeviceProfile, ProfileError
 from testbed.images import Frame, load_images
 from testbed.models.split import SplitModel, build_split
 from testbed.payloads import md_local, md_message
@@ -57,6 +58,9 @@ class HeadSettings:
     connect_timeout_s: float = 30.0
     reply_timeout_s: float = 120.0
     context: StepContext = field(default_factory=StepContext)
+    compute: DeviceProfile | None = None
+    """A device profile whose MD times this head replays (``testbed.replay``); ``None``: the
+    real processing time."""
 
 
 class _Link:
@@ -151,17 +155,27 @@ def run_step(
         (("md", model.weights.source if model.head is not None else None),
          ("es", link.info.get("weights") if link else None)) if source
     )
+    try:
+        md = replay.MdReplay.of(settings.compute, config, model, settings.seed)
+    except ProfileError as exc:
+        if link:
+            link.close()
+        raise HeadError(str(exc)) from None
+    warmup = replay.warmup_frames(settings.warmup, len(frames),
+                                  bool(link) and link.info.get("compute", REAL) != REAL)
+    if md:  # every distinct image's real work, before the first capture
+        md.prepare(frames[:warmup + settings.frames])
     failures = 0
     try:
         with RecordWriter(records_path) as writer:
             started = time.perf_counter()
-            for i in range(settings.warmup + settings.frames):
+            for i in range(warmup + settings.frames):
                 if settings.capture_rate_hz:
                     delay = started + i / settings.capture_rate_hz - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                record = _one_frame(config, model, link, i, frames[i % len(frames)], settings)
-                record.warmup = i < settings.warmup
+                record = _one_frame(config, model, link, i, frames[i % len(frames)], settings, md)
+                record.warmup = i < warmup
                 record.weights = weights
                 writer.write(record)
                 if on_frame:
@@ -190,20 +204,33 @@ def run_head(
 
 def _one_frame(
     config: Configuration, model: SplitModel, link: _Link | None, frame_id: int, frame: Frame,
-    settings: HeadSettings,
+    settings: HeadSettings, md_replay: replay.MdReplay | None = None,
 ) -> FrameRecord:
+    """One frame, processed for real or, with ``md_replay``, from its replay cache and sent once the
+    profile's sampled MD time has elapsed since capture."""
     ctx = settings.context
     payload = wire_bytes = 0
     predicted: int | None = None
     status = "ok"
     reply_ns = es_ns = None
+    overrun = {"md": False, "es": False}
     capture_ns = time.perf_counter_ns()
     if link is None:
-        predicted = md_local(model, frame.image)
+        if md_replay is None:
+            predicted = md_local(model, frame.image)
+        else:
+            value, work_ns = md_replay.output(frame_id, frame)
+            predicted = int(value)
+            overrun["md"] = md_replay.release(frame_id, capture_ns, work_ns)
         send_ns = time.perf_counter_ns()
     else:
-        msg = md_message(config, model, frame_id, frame.image)
-        data = wire.encode(msg)
+        if md_replay is None:
+            msg = md_message(config, model, frame_id, frame.image)
+            data = wire.encode(msg)
+        else:
+            msg, work_ns = md_replay.output(frame_id, frame)
+            data = wire.encode(msg)  # before the wait: encoding is part of the MD's time
+            overrun["md"] = md_replay.release(frame_id, capture_ns, work_ns)
         payload, wire_bytes = len(msg.payload), len(data)
         send_ns = time.perf_counter_ns()
         try:
@@ -214,6 +241,7 @@ def _one_frame(
             reply, status = None, f"error: link: {exc or 'the tail closed the connection'}"
         if isinstance(reply, wire.Result):
             predicted, es_ns = reply.predicted, reply.es_proc_ns
+            overrun["es"] = bool(reply.status & wire.RESULT_OVERRUN)
         elif isinstance(reply, wire.Error):
             status, reply_ns = f"error: tail: {reply.message}", None
         elif reply is not None:
@@ -244,4 +272,7 @@ def _one_frame(
         load_mbit=ctx.load_mbit,
         repetition=ctx.repetition,
         capture_ns=capture_ns,
+        md_compute=md_replay.label if md_replay else REAL,
+        es_compute=link.info.get("compute", REAL) if link else "",
+        compute_overrun="+".join(side for side, over in overrun.items() if over),
     )

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from testbed.configs import Configuration, table5
+from testbed.devices import compute_argument
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-quantize", action="store_true", help="SC: send float32, not 8-bit")
     g.add_argument("--compression", choices=["none", "zlib"], default="none")
     g.add_argument("--jpeg-quality", type=int, default=95)
+    g.add_argument("--jpeg-size", type=int,
+                   help="EC: side of the JPEG sent, px (default: the model's input; 432 with "
+                        "--jpeg-quality 98 matches the paper's 74.34 KB)")
     g.add_argument("--weights", help="checkpoint path (state dict; loaded with weights_only=True)")
 
 
@@ -45,6 +49,9 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", default="", help="step id written in records (set by the orchestrator)")
     p.add_argument("--load", type=float, help="competing load of this step, Mbit/s (for records)")
     p.add_argument("--repetition", type=int, default=0)
+    p.add_argument("--compute", type=compute_argument, default=None, metavar="PROFILE",
+                   help="this MD's compute model: 'real' (default) or a device profile (shipped "
+                        "name or file) whose MD times it replays (README: Emulated devices)")
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -72,6 +79,7 @@ def _config_from_args(args: argparse.Namespace):
         name=args.name or f"{args.mode}-{args.model}", mode=args.mode, model=args.model,
         kind=args.kind, split=split, n_ch=args.n_ch, quantize=not args.no_quantize,
         compression=args.compression, jpeg_quality=args.jpeg_quality, weights=args.weights,
+        jpeg_size=args.jpeg_size,
     )
     try:
         return config.validated()
@@ -93,7 +101,7 @@ def head_settings(args: argparse.Namespace):
     return HeadSettings(
         config=_config_from_args(args), server=args.connect, frames=args.frames,
         warmup=args.warmup, images=args.images, capture_rate_hz=args.capture_rate, seed=args.seed,
-        threads=args.threads,
+        threads=args.threads, compute=args.compute,
         context=StepContext(run_id=args.run_id, step=args.step, load_mbit=args.load,
                             repetition=args.repetition),
     )

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from testbed import capture, traffic
 from testbed.agent_client import AgentError, AgentHandle
 from testbed.configs import Configuration
+from testbed.devices import compute_argv, compute_manifest
 from testbed.hosts.remote import Host
 from testbed.hostset import HostSet
 from testbed.records import RecordWriter, read_records
@@ -97,6 +98,7 @@ class Orchestrator:
             lab=self.hosts.manifest(),
             cpu_caps={h.name: getattr(h, "cpu", None) for h in self.scenario.members()},
             torch_threads={h.name: h.torch_threads for h in self.scenario.members()},
+            compute=compute_manifest(self.scenario.members()),
             status="running",
         )
         self.manifest.setdefault("started", now_utc())
@@ -155,7 +157,7 @@ class Orchestrator:
             "tail", "--host", self.hosts.address(self.es.name), "--port", str(TAIL_PORT),
             "--seed", str(self.scenario.seed),
             "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
-            *_threads(self.es),
+            *_threads(self.es), *compute_argv(self.es),
         )
         return es.start(argv, "tail", self.hosts.workdir)
 
@@ -298,7 +300,7 @@ class Orchestrator:
             "--images", str(self.scenario.images), "--records", self._records_path(step),
             *_threads(self.md), "--seed", str(self.scenario.seed),
             "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
-            "--repetition", str(step.repetition),
+            "--repetition", str(step.repetition), *compute_argv(self.md),
         ]
         if step.config.mode != "LC":
             argv += ["--connect", f"{self.hosts.address(self.es.name)}:{TAIL_PORT}"]
