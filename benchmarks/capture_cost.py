@@ -107,7 +107,8 @@ def comm_ms(folder: Path) -> dict[str, list[float]]:
 def _pm(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {spread:.1f} (p50 {statistics.median(values):.1f})"
 
 
 def main() -> None:
