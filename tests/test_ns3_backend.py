@@ -1,0 +1,262 @@
+"""The ns3 backend: a real-time ns-3 802.11g cell joined to the lab's namespaces through taps.
+
+Root tests (skipped without root or without ns-3): bring-up, a real TCP transfer MD -> ES across
+the simulated air with the counters it leaves, teardown leaving nothing (namespaces, taps, the
+ns-3 process); Ctrl-C during bring-up; SIGKILL of the owner, then ``testbed clean --run-id``.
+Settings tests: the AP host's ``ns3`` section and the errors of a scenario asking for ns-3 where
+it is missing or for a link it does not simulate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.checks import Checker
+from testbed.lab import names, netns, procs, runs
+from testbed.lab.plan import LabPlan, LinkShape
+from testbed.ns3_settings import Ns3Settings, ns3_available, parse_ns3
+from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
+
+ROOT = Path(__file__).parents[1]
+needs_ns3 = pytest.mark.skipif(not ns3_available(), reason="ns-3 (ns3==3.44.post0) not installed")
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60); n = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()
+"""
+CLIENT = """
+import socket, sys, time
+t = time.monotonic()
+s = socket.create_connection((sys.argv[1], 5001), 20); s.settimeout(60)
+s.sendall(b"x" * int(sys.argv[2])); s.shutdown(socket.SHUT_WR)
+print(s.recv(64).decode(), time.monotonic() - t)
+"""
+# A lab owner in its own process: up, prints its run id and the ns-3 pid, waits to be killed.
+OWNER = """
+import sys, time
+from pathlib import Path
+from testbed.lab.ns3_lab import Ns3Lab
+from testbed.lab.plan import LabPlan, LinkShape
+plan = LabPlan.star(LinkShape(rate_mbit=24))
+print("RUN", plan.run_id, flush=True)
+with Ns3Lab(plan, Path(sys.argv[1])) as lab:
+    print("UP", lab.proc.pid, flush=True)
+    time.sleep(300)
+"""
+
+
+def _taps(run_id: str) -> list[str]:
+    out = []
+    for ns in netns.owned_namespaces(run_id):
+        with netns.iproute(ns) as ipr:
+            out += [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
+                    if names.is_owned_interface(link.get_attr("IFLA_IFNAME"), run_id)]
+    return out
+
+
+def _nothing_left(run_id: str, pid: int | None) -> None:
+    assert netns.owned_namespaces(run_id) == []
+    assert runs.read_run_record(run_id) is None
+    if pid is not None:
+        assert not procs.is_running(pid), f"ns-3 process {pid} still runs"
+
+
+@pytest.mark.root
+@needs_ns3
+def test_bringup_tcp_transfer_and_teardown(needs_root, tmp_path) -> None:
+    from testbed.lab.ns3_lab import Ns3Lab
+
+    plan = LabPlan.star(LinkShape(rate_mbit=24))
+    lab = Ns3Lab(plan, tmp_path / "ns3", Ns3Settings(distance_m={"md": 5.0, "ext": 10.0}))
+    with lab:
+        pid = lab.proc.pid
+        assert lab.ready["devices"]["md"]["slot_us"] == 9  # ERP short slot: all stations ERP
+        assert sorted(_taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
+        assert runs.read_run_record(plan.run_id)["ns3_process"]["pid"] == pid
+        state = lab.state.to_dict()
+        assert state["hosts"]["md"]["gateway"] == "198.18.1.1"
+        assert state["shaping"][0]["not_applied"]["rate_mbit"].startswith("simulated 802.11g")
+        lab.conditions()
+        server = netns.popen_in_namespace(lab.namespace("es"), [sys.executable, "-c", SERVER],
+                                          stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            size = 2_000_000
+            client = netns.run_in_namespace(
+                lab.namespace("md"), [sys.executable, "-c", CLIENT, lab.address("es"), str(size)],
+                timeout=90, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert client.returncode == 0, client.stderr
+            got, seconds = client.stdout.split()
+            assert int(got) == size
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+        counted = lab.medium_counters()
+        mbit = size * 8 / float(seconds) / 1e6
+        # TCP over one 54 Mbit/s 802.11g station: at most the ~30 Mbit/s UDP saturation goodput
+        assert 2 < mbit < 31, mbit
+        md, ap = counted["devices"]["md"], counted["devices"]["ap"]
+        assert md["mac_tx"] >= size / 1500  # every data segment went through md's MAC
+        assert ap["mac_tx"] > 0  # TCP ACKs back over the air
+        assert 0 < md["airtime_share"] < 1
+        assert counted["lateness"]["samples"] > 0 and counted["lateness"]["max_ms"] > 0
+        assert counted["flags"] in ([], ["ns3-late"])
+        assert counted["ns3_cpu_pct"] > 0
+    _nothing_left(plan.run_id, pid)
+    assert not (tmp_path / "ns3" / "cwd").exists()
+
+
+def _owner(tmp_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "ns3")],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _read_until(proc: subprocess.Popen, word: str, timeout_s: float) -> list[str]:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(word):
+            return line.split()
+    raise AssertionError(f"owner never printed {word} (exit {proc.poll()})")
+
+
+def _wait_for_ns3_pid(run_id: str, timeout_s: float) -> int:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        rec = runs.read_run_record(run_id) or {}
+        if "ns3_process" in rec:
+            return int(rec["ns3_process"]["pid"])
+        time.sleep(0.1)
+    raise AssertionError("the ns-3 process never appeared in the run record")
+
+
+@pytest.mark.root
+@needs_ns3
+def test_ctrl_c_during_bringup_leaves_nothing(needs_root, tmp_path) -> None:
+    owner = _owner(tmp_path)
+    try:
+        run_id = _read_until(owner, "RUN", 30)[1]
+        pid = _wait_for_ns3_pid(run_id, 30)
+        time.sleep(1)  # the simulator imports ns-3; the owner waits for READY
+        owner.send_signal(signal.SIGINT)
+        assert owner.wait(timeout=60) != 0
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    _nothing_left(run_id, pid)
+
+
+@pytest.mark.root
+@needs_ns3
+def test_sigkill_then_testbed_clean_stops_the_simulator(needs_root, tmp_path) -> None:
+    owner = _owner(tmp_path)
+    try:
+        run_id = _read_until(owner, "RUN", 30)[1]
+        pid = int(_read_until(owner, "UP", 150)[1])
+        owner.kill()
+        owner.wait(timeout=10)
+        assert procs.is_running(pid)  # orphaned, with its taps
+        assert len(_taps(run_id)) == 3
+        out = subprocess.run([sys.executable, "-m", "testbed", "clean", "--run-id", run_id],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        assert f"(ns-3 of run {run_id})" in out.stdout
+        _nothing_left(run_id, pid)
+        assert not any(names.is_owned_interface(i, run_id) for i in os.listdir("/sys/class/net"))
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _scenario(**ap: object) -> dict:
+    data = scenario_to_dict(load_scenario(ROOT / "scenarios" / "quickstart.yaml"))
+    for h in data["hosts"]:
+        if h["role"] == "ap":
+            h.update(ap)
+    return data
+
+
+@needs_ns3
+def test_ns3_section_is_parsed_and_round_trips() -> None:
+    s = parse_scenario(_scenario(backend="ns3", ns3={"distance_m": {"md": 3, "ext": 20},
+                                                     "rate_control": "minstrel"}))
+    ap = next(h for h in s.hosts if h.role == "ap")
+    assert ap.ns3 == Ns3Settings({"md": 3.0, "ext": 20.0}, "minstrel", 1)
+    assert ap.ns3.distance("md") == 3.0
+    assert parse_scenario(scenario_to_dict(s)) == s
+    default = next(h for h in parse_scenario(_scenario(backend="ns3")).hosts if h.role == "ap")
+    assert default.ns3 == Ns3Settings() and default.ns3.distance("ext") == 5.0
+
+
+def test_bad_ns3_sections_name_file_and_key() -> None:
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(_scenario(backend="vm", ns3={"rate_control": "aarf"}), source="s.yaml")
+    assert "s.yaml: hosts[2].ns3: the ns3 section configures the ns3 backend" in str(err.value)
+    ck = Checker("s.yaml")
+    parse_ns3(ck, {"rate_control": "aarf", "distance_m": {"md": -1}, "slot": 9}, "hosts[2]",
+              "wifi", "ns3", available=True)
+    text = "\n".join(map(str, ck.problems))
+    assert "s.yaml: hosts[2].ns3.rate_control: expected one of constant, minstrel" in text
+    assert "s.yaml: hosts[2].ns3.distance_m.md: expected a number > 0, got -1" in text
+    assert "s.yaml: hosts[2].ns3.slot: unknown key 'slot'" in text
+
+
+@needs_ns3
+def test_distance_of_a_host_that_is_not_a_station_is_refused() -> None:
+    with pytest.raises(ScenarioError, match=r"hosts\[2\].ns3.distance_m.es: not a station of this "
+                                            r"scenario \(stations: md, ext\)"):
+        parse_scenario(_scenario(backend="ns3", ns3={"distance_m": {"es": 3}}))
+
+
+def test_asking_for_ns3_where_it_is_missing_says_how_to_install_it() -> None:
+    ck = Checker("s.yaml")
+    parse_ns3(ck, None, "hosts[2]", "wifi", "ns3", available=False)
+    assert [str(p) for p in ck.problems] == [
+        "s.yaml: hosts[2].backend: ns-3 is not installed in this Python (ns3==3.44.post0 is "
+        "missing): run `bash scripts/install.sh` (it installs ns3==3.44.post0 from "
+        "pyproject.toml into .venv), or `.venv/bin/pip install ns3==3.44.post0`"]
+
+
+def test_lte_with_ns3_is_refused_with_the_alternatives() -> None:
+    ck = Checker("s.yaml")
+    parse_ns3(ck, None, "hosts[2]", "lte", "ns3", available=True)
+    assert "LTE (LENA) is not implemented: use backend vm, namespace or auto" in str(ck.problems[0])
+
+
+def test_window_counters_from_two_snapshots() -> None:
+    from testbed.lab.ns3_lab import window_counters
+
+    dev = {"mac_tx": 10, "mac_rx": 0, "retries": 1, "retry_limit_drops": 0, "mac_tx_drops": 0,
+           "mac_rx_drops": 0, "phy_rx_drops": 0, "queue_dropped": 0, "tx_airtime_s": 0.1,
+           "queue_now": 0, "queue_max": 3}
+    before = {"sim_s": 1.0, "late_bin_us": 10, "late_hist": {"0": 50}, "devices": {"md": dev}}
+    after = json.loads(json.dumps(before))
+    after.update(sim_s=2.0, late_hist={"0": 149, "150": 1})
+    after["devices"]["md"].update(mac_tx=110, retries=4, tx_airtime_s=0.6, queue_max=7)
+    got = window_counters(before, after)
+    assert got["devices"]["md"]["mac_tx"] == 100 and got["devices"]["md"]["retries"] == 3
+    assert got["devices"]["md"]["airtime_share"] == 0.5
+    assert got["lateness"] == {"samples": 100, "p99_ms": 0.01, "max_ms": 1.51}
