@@ -260,3 +260,12 @@ def test_window_counters_from_two_snapshots() -> None:
     assert got["devices"]["md"]["mac_tx"] == 100 and got["devices"]["md"]["retries"] == 3
     assert got["devices"]["md"]["airtime_share"] == 0.5
     assert got["lateness"] == {"samples": 100, "p99_ms": 0.01, "max_ms": 1.51}
+
+
+def test_preflight_of_an_ns3_run_needs_ns3_and_tun() -> None:
+    from testbed.lab import preflight
+
+    assert preflight.needed(emulated=True, backend="ns3", needs_load=True)[-2:] == ["ns3", "tun"]
+    found = preflight.ns3()
+    assert found.available == ns3_available()
+    assert found.detail.startswith("ns-3 3.44") if found.available else "ns3==3.44" in found.detail

@@ -16,6 +16,9 @@ saying what to do:
     the folder for result folders can be created and written.
 ``tun``
     ``/dev/net/tun`` opens (the AP VM's NICs are taps).
+``ns3``
+    ns-3's Python bindings are installed (the ``ns3`` backend); ``testbed doctor`` also imports
+    them once in a fresh process from an empty folder and reports the version and import time.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from testbed.lab.capabilities import KERNEL_FIX, Capabilities, Capability
 PROBE_HOST = "pf"
 TUN = "/dev/net/tun"
 EXEC_TIMEOUT_S = 10.0
+NS3_IMPORT_TIMEOUT_S = 300.0
 
 ROOT_NOT_A_MOUNT_FIX = (
     "run from a root where / is a mount point: bind-mount the chroot directory onto itself "
@@ -126,7 +131,7 @@ def tun() -> Capability:
 
 def doctor_checks(results_root: str | os.PathLike = "results") -> list[Capability]:
     """The checks ``testbed doctor`` adds to the capabilities (which it prints already)."""
-    return [netns_exec(), results_dir(results_root), tun()]
+    return [netns_exec(), results_dir(results_root), tun(), ns3(measure_import=True)]
 
 
 def needed(*, emulated: bool, backend: str | None, needs_load: bool) -> list[str]:
@@ -138,7 +143,8 @@ def needed(*, emulated: bool, backend: str | None, needs_load: bool) -> list[str
     if not emulated:
         return ["root"]
     return ["root", "netns_exec", "sshd", *(["iperf3"] if needs_load else []),
-            *(["qemu-system-x86_64", "tun"] if backend == "vm" else [])]
+            *(["qemu-system-x86_64", "tun"] if backend == "vm" else []),
+            *(["ns3", "tun"] if backend == "ns3" else [])]
 
 
 class PreflightError(RuntimeError):
@@ -153,11 +159,46 @@ class PreflightError(RuntimeError):
         return "; ".join(c.fix for c in self.failed if c.fix)
 
 
+def ns3(measure_import: bool = False) -> Capability:
+    """ns-3's bindings installed (found, not imported); ``measure_import``: import them in a fresh
+    process from an empty folder (ns-3 scans its working directory) and time it."""
+    from importlib import metadata
+
+    from testbed.ns3_settings import NS3_FIX, missing_message, ns3_available
+
+    if not ns3_available():
+        return Capability("ns3", False, missing_message().split(": run")[0], NS3_FIX)
+    try:
+        version = metadata.version("ns3")
+    except metadata.PackageNotFoundError:
+        version = "unknown version"
+    detail = f"ns-3 {version} (Python bindings; the ns3 backend)"
+    if not measure_import:
+        return Capability("ns3", True, detail)
+    with tempfile.TemporaryDirectory(prefix="testbed-ns3-import-") as empty:
+        code = ("import time; t = time.monotonic(); from ns import ns; "
+                "ns.cppyy.gbl.ns3.Simulator; print(round(time.monotonic() - t, 1))")
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True,
+                                  text=True, timeout=NS3_IMPORT_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return Capability("ns3", False, f"{detail}: the import did not finish in "
+                              f"{NS3_IMPORT_TIMEOUT_S:g} s", NS3_FIX)
+    if proc.returncode != 0:
+        said = (proc.stderr or "").strip().splitlines()
+        return Capability("ns3", False, f"{detail}: the import failed: "
+                          f"{said[-1] if said else proc.returncode}", NS3_FIX)
+    seconds = proc.stdout.strip().splitlines()[-1]
+    return Capability("ns3", True, f"{detail}, imported in {seconds} s (a run's lab start pays "
+                                   f"this once)")
+
+
 def require(caps: Capabilities, wanted: list[str]) -> list[Capability]:
     """Run the ``wanted`` checks (this module's now, the others read from ``caps``, the result of
     ``capabilities.detect()``; ``probe_network=False`` is enough); raise :class:`PreflightError`
     naming every failed one."""
-    own = {"netns_exec": netns_exec, "tun": tun}
+    own = {"netns_exec": netns_exec, "tun": tun, "ns3": ns3}
     checks = [own[name]() if name in own else caps[name] for name in wanted]
     failed = [c for c in checks if not c.available]
     if failed:
