@@ -1,5 +1,6 @@
 """The emulated lab: hosts as network namespaces on this machine, one shared medium, and the
-backends that put the AP/eNB and the shaping somewhere (a namespace, or a VM: ``testbed.vm``).
+backends that put the AP/eNB and the medium somewhere (a namespace, a VM: ``testbed.vm``, or an
+ns-3 simulation).
 
 Who does what, from the bottom up (a module imports only modules above it in this list):
 
@@ -30,6 +31,9 @@ Who does what, from the bottom up (a module imports only modules above it in thi
 * :mod:`~testbed.lab.base` -- ``LabBase``: the lifecycle every backend shares (checks, run
   record, sysctls, CPU caps, signals, teardown, state, reshape);
 * :mod:`~testbed.lab.namespace_lab` -- the ``namespace`` backend (``NamespaceLab``);
+* :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend (an 802.11g cell simulated by ns-3 in real
+  time), and :mod:`~testbed.lab.ns3_sim`, the simulator process it starts in the router's
+  namespace;
 * :mod:`~testbed.lab.backends` -- the backend registry, the ``Lab`` interface the host set uses,
   the ``auto`` choice, and ``clean()`` (``testbed clean``) over every backend.
 
