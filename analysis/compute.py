@@ -22,10 +22,22 @@ def compute_models(frames: pd.DataFrame) -> dict[str, list[str]]:
     return {"md": labels(frames["md_compute"]), "es": labels(split["es_compute"])}
 
 
+def _emulated(frames: pd.DataFrame) -> dict[str, list[str]]:
+    return {side: [m for m in found if m != REAL] for side, found in compute_models(frames).items()}
+
+
+def compute_label(frames: pd.DataFrame) -> str:
+    """A figure's one-line label when any processing in ``frames`` was emulated, else ``""``."""
+    emulated = _emulated(frames)
+    if not any(emulated.values()):
+        return ""
+    return "Processing emulated: " + "; ".join(
+        f"{side.upper()} {', '.join(found)}" for side, found in emulated.items() if found)
+
+
 def compute_note(frames: pd.DataFrame) -> str:
     """A caption sentence when any processing in ``frames`` was emulated, else ``""``."""
-    models = compute_models(frames)
-    emulated = {side: [m for m in found if m != REAL] for side, found in models.items()}
+    emulated = _emulated(frames)
     if not any(emulated.values()):
         return ""
     said = "; ".join(f"{side.upper()} processing emulated from {', '.join(found)}"

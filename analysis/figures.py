@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analysis.compute import compute_label  # noqa: E402
 from analysis.load import Results, file_label, load_label  # noqa: E402
 from analysis.stats import stat_row  # noqa: E402
 from analysis.tables import P90_MIN_FRAMES, P99_MIN_FRAMES, load_order  # noqa: E402
@@ -383,6 +384,13 @@ def write_figures(results: Results, out: Path | str, loads: Sequence[str] | None
         chosen = [ld for ld in (loads or []) if ld in set(frames["load"])] or None
         for name, (_, fn) in FIGURES.items():
             fig = fn(frames, chosen) if fn in (fig_timeseries, fig_cdf) else fn(frames)
+            if label := compute_label(frames):  # processing times from a device profile
+                for legend in fig.legends or [None]:
+                    if legend is None:
+                        fig.suptitle(label, fontsize=7, color="dimgray")
+                    else:  # the legend sits on top: its title says it
+                        said = legend.get_title().get_text()
+                        legend.set_title(f"{label}\n{said}" if said else label, prop={"size": 7})
             written[name + suffix] = save(fig, out, name + suffix, formats)
     if many:
         written["compare_total_vs_load"] = save(fig_compare(results.frames), out,
