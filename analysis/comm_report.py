@@ -124,7 +124,7 @@ def fig_variance_share(df: pd.DataFrame):
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(table))], table["config"])
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("share of var(comm)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 

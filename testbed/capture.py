@@ -173,11 +173,13 @@ class StepCapture:
 
 @contextlib.contextmanager
 def step_captures(hosts: Any, settings: PacketCapture, lab: dict[str, Any], names: dict[str, str],
-                  step_id: str, out: Path, port: int, record: dict[str, Any]) -> Iterator[None]:
+                  step_id: str, out: Path, port: int, record: dict[str, Any],
+                  networked: bool = True) -> Iterator[None]:
     """Captures around the body of a step when ``settings.enabled``; fills ``record``'s
     ``captures`` (per point: file, bytes, packet counts) and ``clock`` (the MD's offsets), or
-    ``captures_skipped`` (why, e.g. a real lab) and runs the step without."""
-    if not settings.enabled:
+    ``captures_skipped`` (why, e.g. a real lab) and runs the step without. A step that sends
+    nothing (``networked`` false: the whole model on the MD) is not captured."""
+    if not settings.enabled or not networked:
         yield
         return
     try:

@@ -211,7 +211,8 @@ class Orchestrator:
     def _measure(self, step: Step, record: dict[str, Any]) -> float:
         names = {"md": self.md.name, "es": self.es.name, "router": self._router()}
         with capture.step_captures(self.hosts, self.scenario.packet_capture, self.manifest["lab"],
-                                   names, step.id, self.out, TAIL_PORT, record):
+                                   names, step.id, self.out, TAIL_PORT, record,
+                                   networked=step.config.mode != "LC"):
             load = self._start_load(step)
             try:
                 if load:

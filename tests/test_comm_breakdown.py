@@ -234,3 +234,13 @@ def test_a_real_lab_runs_its_steps_without_captures(tmp_path):
                        "router": "ap"}, "L0", tmp_path, 5500, record):
         ran = True
     assert ran and "no common clock" in record["captures_skipped"]
+
+
+def test_a_step_that_sends_nothing_is_not_captured(tmp_path):
+    from testbed.capture import step_captures
+
+    record: dict = {}
+    with step_captures(None, PacketCapture(True), {"kind": "emulated"}, {}, "L0-md-only",
+                       tmp_path, 5500, record, networked=False):
+        pass
+    assert record == {} and not (tmp_path / "captures").exists()
