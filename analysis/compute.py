@@ -8,6 +8,8 @@ whose real work outlasted its sample).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 REAL = "real"
@@ -47,3 +49,10 @@ def compute_note(frames: pd.DataFrame) -> str:
     return (f" {said} (times sampled from the device profile; bytes on the wire and predictions "
             f"are real). {over} measured frame(s) flagged compute_overrun (the real work "
             f"outlasted the profile's time; their time is the real work's).")
+
+
+def compute_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """The conditions rows of a manifest's ``compute`` (per host: real, or the profile and where
+    its numbers come from); none for manifests written before device profiles."""
+    return [(host, entry.get("model", REAL) + (f" ({entry['source']})" if entry.get("source") else ""))
+            for host, entry in (manifest.get("compute") or {}).items()]

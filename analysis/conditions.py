@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from analysis.compute import compute_rows
+
 NOT_RECORDED = "not recorded"
 
 Rows = list[tuple[str, str]]
@@ -158,6 +160,9 @@ def sections(manifest: dict[str, Any], folder: Path | str | None = None) -> dict
     out = {"Run": run_rows(manifest), "Link and shaping": link_rows(manifest),
            "Hosts: CPU caps, threads, TCP, offloads": host_rows(manifest),
            "Weights": weights_rows(manifest, folder), "Versions": version_rows(manifest)}
+    compute = compute_rows(manifest)
+    if compute:
+        out["Compute: real or replayed device profiles"] = compute
     caps = capability_rows(manifest)
     if caps:
         out["Capabilities of the machine"] = caps

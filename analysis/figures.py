@@ -384,18 +384,26 @@ def write_figures(results: Results, out: Path | str, loads: Sequence[str] | None
         chosen = [ld for ld in (loads or []) if ld in set(frames["load"])] or None
         for name, (_, fn) in FIGURES.items():
             fig = fn(frames, chosen) if fn in (fig_timeseries, fig_cdf) else fn(frames)
-            if label := compute_label(frames):  # processing times from a device profile
-                for legend in fig.legends or [None]:
-                    if legend is None:
-                        fig.suptitle(label, fontsize=7, color="dimgray")
-                    else:  # the legend sits on top: its title says it
-                        said = legend.get_title().get_text()
-                        legend.set_title(f"{label}\n{said}" if said else label, prop={"size": 7})
+            label_emulation(fig, frames)
             written[name + suffix] = save(fig, out, name + suffix, formats)
     if many:
         written["compare_total_vs_load"] = save(fig_compare(results.frames), out,
                                                 "compare_total_vs_load", formats)
     return written
+
+
+def label_emulation(fig: Figure, frames: pd.DataFrame) -> None:
+    """Say on ``fig`` which processing times came from a device profile, if any: in the title
+    of the legend above the panels, else as a small title."""
+    label = compute_label(frames)
+    if not label:
+        return
+    for legend in fig.legends or [None]:
+        if legend is None:
+            fig.suptitle(label, fontsize=7, color="dimgray")
+        else:
+            said = legend.get_title().get_text()
+            legend.set_title(f"{label}\n{said}" if said else label, prop={"size": 7})
 
 
 def _norm_load(text) -> str:

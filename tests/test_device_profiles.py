@@ -261,3 +261,47 @@ def test_real_runs_get_no_emulation_note_and_no_paper_table(tmp_path):
     results = load_results(_result_folder(tmp_path, "real", "real"))
     assert compute_note(results.frames) == ""
     assert paper_table5(component_stats(results), results.frames) is None
+
+
+def test_figures_and_conditions_say_processing_was_emulated(tmp_path):
+    import json as _json
+
+    from analysis.conditions import sections
+    from analysis.figures import fig_percentiles, label_emulation
+    from analysis.load import load_results
+
+    folder = _result_folder(tmp_path, "profile:paper-wifi-md", "profile:paper-wifi-es")
+    manifest = _json.loads((folder / "manifest.json").read_text())
+    manifest["compute"] = devices.compute_manifest(load_scenario_hosts())
+    (folder / "manifest.json").write_text(_json.dumps(manifest))
+    results = load_results(folder)
+    fig = fig_percentiles(results.frames)
+    label_emulation(fig, results.frames)
+    title = fig.legends[0].get_title().get_text()
+    assert title.startswith("Processing emulated: MD profile:paper-wifi-md; ES profile:paper-wifi-es\n")
+    assert "hollow markers" in title  # the legend's own title is kept
+    rows = dict(sections(results.manifests[results.labels[0]])[
+        "Compute: real or replayed device profiles"])
+    assert rows["md"].startswith("profile:paper-wifi-md (" + paper.PAPER)
+    assert rows["ap"] == "real"
+
+
+def load_scenario_hosts():
+    return parse_scenario({"name": "x", "link": {"kind": "wifi"}, "configurations": ["es-only"],
+                           "hosts": [{"name": "md", "role": "md", "compute": "paper-wifi-md"},
+                                     {"name": "es", "role": "es", "compute": "paper-wifi-es"},
+                                     {"name": "ap", "role": "ap"}, {"name": "ext", "role": "ext"}]
+                           }).hosts
+
+
+def test_a_testbed_profile_file_is_a_replayable_profile(tmp_path):
+    from testbed.profile import profile_host, write_profile
+
+    path = write_profile(profile_host(["mnasnet0_5"], n=3, warmup=1), tmp_path / "here.json")
+    profile = load_profile(str(path))
+    assert "measured by `testbed profile`" in profile.source
+    for config, side in (("md-only", "md"), ("es-only", "md"), ("es-only", "es"),
+                         ("org-split2", "md"), ("org-split2", "es")):
+        part = profile.part("mnasnet0_5", config, side)
+        assert part.kind == "samples" and len(part.samples_s) == 3 and part.mean_s > 0
+    assert ("mnasnet0_5", "md-only", "es") not in profile.parts
