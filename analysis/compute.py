@@ -54,5 +54,8 @@ def compute_note(frames: pd.DataFrame) -> str:
 def compute_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """The conditions rows of a manifest's ``compute`` (per host: real, or the profile and where
     its numbers come from); none for manifests written before device profiles."""
-    return [(host, entry.get("model", REAL) + (f" ({entry['source']})" if entry.get("source") else ""))
-            for host, entry in (manifest.get("compute") or {}).items()]
+    rows = []
+    for host, entry in (manifest.get("compute") or {}).items():
+        source = f" ({entry['source']})" if entry.get("source") else ""
+        rows.append((host, entry.get("model", REAL) + source))
+    return rows

@@ -173,7 +173,8 @@ def check_profile(ck: Checker, data: Any, name: str) -> DeviceProfile | None:
         return None
     ck.get(top, "kind", "", ck.string, choices=(PROFILE_KIND,))
     ck.get(top, "schema", "", ck.integer, minimum=1, maximum=PROFILE_SCHEMA)
-    source = ck.get(top, "source", "", ck.string, what="a non-empty description of the numbers' origin")
+    source = ck.get(top, "source", "", ck.string,
+                    what="a non-empty description of the numbers' origin")
     device = top.get("device") or {}
     label = device.get("name") or device.get("key") or name if isinstance(device, dict) else name
     parts: dict[tuple[str, str, str], Distribution] = {}

@@ -77,7 +77,8 @@ def test_profile_problems_name_the_file_and_the_key_path(tmp_path):
         "models": {
             "vgg16": {"configs": {}},
             "densenet201": {"configs": {
-                "mimic-botleneck": {"md_s": 0.1, "md_dist": {"distribution": "fixed", "mean_s": 0.1}},
+                "mimic-botleneck": {"md_s": 0.1,
+                                    "md_dist": {"distribution": "fixed", "mean_s": 0.1}},
                 "es-only": {"es_s": -0.2, "es_dist": {"distribution": "gauss", "mean_s": 0.1}},
                 "org-split2": {"md_s": 0.1},
                 "mimic-split2": {"mode": "SC"},
@@ -102,7 +103,8 @@ def test_profile_problems_name_the_file_and_the_key_path(tmp_path):
         ": models.densenet201.configs.md-only.md_samples_s[1]: expected a number >= 0, got -1",
         ": models.densenet201.configs.md-only.md_samples_s[2]: expected a number, got a string",
         ": models.densenet201.configs.md-only.es_dist: md-only runs on the MD alone",
-        ": models.densenet201.configs.mimic-bottleneck.md_dist.mean_s: expected a number > 0, got 0",
+        ": models.densenet201.configs.mimic-bottleneck.md_dist.mean_s: expected a number > 0, "
+        "got 0",
         ": models.densenet201.configs.mimic-bottleneck.md_dist.std_s: expected a number >= 0",
     ]
     for line in expected:
@@ -186,14 +188,15 @@ def test_scenario_compute_problems(tmp_path):
     assert (f"{path}: hosts[1].compute: paper-wifi-es has no ES time of configuration "
             "'mine' (densenet201)") in text
     assert "configuration 'md-only' (densenet201)" not in text.split("hosts[1]", 1)[1]
-    path.write_text(SCENARIO.replace("{name: ap, role: ap}", "{name: ap, role: ap, compute: rpi3b+}")
-                    % ("real", "real", ""))
+    path.write_text(SCENARIO.replace("{name: ap, role: ap}",
+                                     "{name: ap, role: ap, compute: rpi3b+}") % ("real", "real", ""))
     with pytest.raises(ScenarioError, match=r"hosts\[2\].compute: only the md and es hosts"):
         load_scenario(path)
 
 
 def test_records_without_compute_columns_still_load(tmp_path):
-    old = [c for c in FrameRecord.columns() if c not in ("md_compute", "es_compute", "compute_overrun")]
+    new = ("md_compute", "es_compute", "compute_overrun")
+    old = [c for c in FrameRecord.columns() if c not in new]
     path = tmp_path / "frames.csv"
     row = {c: "" for c in old} | {"run_id": "r", "config": "md-only", "mode": "LC",
                                   "model": "densenet201", "frame_id": "0", "warmup": "False",
@@ -238,7 +241,8 @@ def test_report_puts_the_papers_table5_beside_a_run_on_the_papers_devices(tmp_pa
     from analysis.load import load_results
     from analysis.tables import component_stats, table5_caption
 
-    results = load_results(_result_folder(tmp_path, "profile:paper-wifi-md", "profile:paper-wifi-es"))
+    results = load_results(_result_folder(tmp_path, "profile:paper-wifi-md",
+                                          "profile:paper-wifi-es"))
     stats = component_stats(results)
     table = paper_table5(stats, results.frames)
     assert table is not None
@@ -272,13 +276,14 @@ def test_figures_and_conditions_say_processing_was_emulated(tmp_path):
 
     folder = _result_folder(tmp_path, "profile:paper-wifi-md", "profile:paper-wifi-es")
     manifest = _json.loads((folder / "manifest.json").read_text())
-    manifest["compute"] = devices.compute_manifest(load_scenario_hosts())
+    manifest["compute"] = devices.compute_manifest(_paper_hosts())
     (folder / "manifest.json").write_text(_json.dumps(manifest))
     results = load_results(folder)
     fig = fig_percentiles(results.frames)
     label_emulation(fig, results.frames)
     title = fig.legends[0].get_title().get_text()
-    assert title.startswith("Processing emulated: MD profile:paper-wifi-md; ES profile:paper-wifi-es\n")
+    assert title.startswith("Processing emulated: MD profile:paper-wifi-md; "
+                            "ES profile:paper-wifi-es\n")
     assert "hollow markers" in title  # the legend's own title is kept
     rows = dict(sections(results.manifests[results.labels[0]])[
         "Compute: real or replayed device profiles"])
@@ -286,7 +291,7 @@ def test_figures_and_conditions_say_processing_was_emulated(tmp_path):
     assert rows["ap"] == "real"
 
 
-def load_scenario_hosts():
+def _paper_hosts():
     return parse_scenario({"name": "x", "link": {"kind": "wifi"}, "configurations": ["es-only"],
                            "hosts": [{"name": "md", "role": "md", "compute": "paper-wifi-md"},
                                      {"name": "es", "role": "es", "compute": "paper-wifi-es"},

@@ -81,7 +81,8 @@ def test_replayed_times_follow_the_profile_and_results_stay_real(name, profile, 
         got = [getattr(r, f"{side}_proc") for r in measured]
         assert all(g >= s for g, s in zip(got, sampled)), (side, got, sampled)
         # a few % (or 3 ms of wake-up latency on a loaded 2-core machine)
-        assert statistics.mean(got) == pytest.approx(statistics.mean(sampled), rel=0.03, abs=0.003), side
+        assert statistics.mean(got) == pytest.approx(statistics.mean(sampled), rel=0.03,
+                                                     abs=0.003), side
     label = f"profile:{profile.name}"
     assert {(r.md_compute, r.es_compute, r.compute_overrun) for r in measured} == {
         (label, "" if config.mode == "LC" else label, "")}
