@@ -641,8 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="time each model's full, head and tail parts on this host",
                        description="Time the MD part (head) and ES part (tail) of every Table 5 "
                        "configuration of each model on this host, no network (median of N frames "
-                       "after warm-up), and write a hardware profile JSON for `testbed report "
-                       "--profile` and analysis.profiles.read_profile.")
+                       "after warm-up), and write a device profile JSON with every frame's time: "
+                       "a scenario host replays it (compute: FILE; README: Emulated devices), "
+                       "`testbed report --profile` reads its split shares.")
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help="models to time (default: densenet201 mobilenet_v2)")
     p.add_argument("--configs", nargs="+", metavar="NAME",
