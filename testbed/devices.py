@@ -109,7 +109,6 @@ class DeviceProfile:
     name: str
     """The shipped name, or the file's path."""
     source: str
-    device: str
     parts: dict[tuple[str, str, str], Distribution]
     """(model, configuration, side) -> processing time."""
     content: dict[str, Any]
@@ -175,8 +174,6 @@ def check_profile(ck: Checker, data: Any, name: str) -> DeviceProfile | None:
     ck.get(top, "schema", "", ck.integer, minimum=1, maximum=PROFILE_SCHEMA)
     source = ck.get(top, "source", "", ck.string,
                     what="a non-empty description of the numbers' origin")
-    device = top.get("device") or {}
-    label = device.get("name") or device.get("key") or name if isinstance(device, dict) else name
     parts: dict[tuple[str, str, str], Distribution] = {}
     models = ck.mapping(top.get("models"), "models", list(catalog.MODELS), what="models") \
         if top.get("models") is not None else None
@@ -203,7 +200,7 @@ def check_profile(ck: Checker, data: Any, name: str) -> DeviceProfile | None:
                                 "and/or es_samples_s or es_dist (the ES part)")
     if len(ck.problems) > before or not ok(source):
         return None
-    return DeviceProfile(name, source, str(label), parts, data)
+    return DeviceProfile(name, source, parts, data)
 
 
 def _check_part(ck: Checker, c: dict[str, Any], path: str, side: str, config: str) -> Any:
