@@ -244,3 +244,33 @@ def test_a_step_that_sends_nothing_is_not_captured(tmp_path):
                        tmp_path, 5500, record, networked=False):
         pass
     assert record == {} and not (tmp_path / "captures").exists()
+
+
+def test_fixed_and_reply_hold_the_links_configured_delay(manifest, parts):
+    """netem delays each way by delay_ms: the bottleneck's fixed delay D is at least that (plus
+    the VM's forwarding, well under a millisecond here), and every reply crosses the downlink's."""
+    delay = manifest["scenario"]["link"]["delay_ms"] * 1e-3
+    caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
+    d = comm_parts.fixed_delay_ns(caps, comm_parts.bottleneck_of(manifest)) * 1e-9
+    assert delay <= d < delay + 1e-3
+    for p in parts.values():
+        assert p.fixed >= d and p.reply >= delay
+
+
+def test_uplink_parts_span_send_start_to_last_byte_at_the_es(manifest, parts, records):
+    """Independently of the walk: the time from a frame's send start to the moment its last byte
+    reached the ES equals the uplink parts (stall, retransmission, queue, serialization) plus the
+    MD's stack and the bottleneck's fixed delay, i.e. comm less the ES's stack and the reply."""
+    caps = comm_parts.load_step(FIXTURE, STEP, manifest["steps"][STEP], 5500)
+    offset, _ = comm_parts.step_offset_ns(manifest["steps"][STEP])
+    ranges = {r.frame_id: lo for r, lo, _ in comm_parts.frame_ranges(
+        STEP, list(records.values()), caps, offset)}
+    for fid, p in parts.items():
+        r, lo = records[fid], ranges[fid]
+        last = max(y.t_ns for y in caps.up["es"] if y.lo < lo + r.wire_bytes <= y.hi)
+        reply_out = min(y.t_ns for y in caps.down["es"] if y.t_ns > last)
+        uplink = (last - comm_parts.send_ns(r, offset)) * 1e-9
+        es_stack = (reply_out - last) * 1e-9 - r.es_proc
+        walk = p.stall + p.retransmission + p.queue + p.serialization
+        assert walk + (p.fixed - es_stack) == pytest.approx(uplink, abs=TOLERANCE_S)
+        assert p.reply == pytest.approx(r.comm - uplink - es_stack, abs=1e-6)
