@@ -11,7 +11,8 @@ What it builds (ns-3.44, ``RealtimeSimulatorImpl`` best effort, checksums on)::
     es ns: tap 198.19.0.2 ─fd─ [wired node: FdNetDevice 198.19.0.1 | point-to-point] ── ap node
 
 Each station node is the station's gateway (IPv4 forwarding, static routes), so the Linux side
-keeps the address plan of the other backends. 802.11g ERP-OFDM, non-QoS DCF (CWmin 15, CWmax
+keeps the address plan of the other backends. The 802.11 devices have no queue disc: each one's
+WifiMacQueue (``queue_packets``, ns-3's 500 ms MaxDelay) is its only queue. 802.11g ERP-OFDM, non-QoS DCF (CWmin 15, CWmax
 1023, AIFSN 2: DIFS = SIFS + 2 slots), rate control ``constant`` (data ErpOfdmRate54Mbps,
 control ErpOfdmRate24Mbps) or ``minstrel``; YANS channel with log-distance loss (exponent 3,
 46.68 dB at 1 m) and constant-speed delay; stations placed around the AP at their distances.
@@ -48,6 +49,7 @@ CPP = r"""
 #include "ns3/mobility-module.h"
 #include "ns3/point-to-point-module.h"
 #include "ns3/fd-net-device-module.h"
+#include "ns3/traffic-control-module.h"
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -256,6 +258,10 @@ void Finish(const std::string& rateControl, const std::string& bssNet, const std
   bss.SetBase(Ipv4Address(bssNet.c_str()), Ipv4Mask("/24"));
   Ipv4InterfaceContainer apIf = bss.Assign(apDevs);
   Ipv4InterfaceContainer staIf = bss.Assign(staDevs);
+  // Assign() puts ns-3's default queue disc (FqCoDel, 10240 packets) on each device; without
+  // it the WifiMacQueue (queue_packets) is the one queue of every 802.11 device.
+  TrafficControlHelper().Uninstall(staDevs);
+  TrafficControlHelper().Uninstall(apDevs);
   PointToPointHelper p2p;
   p2p.SetDeviceAttribute("DataRate", StringValue("1Gbps"));
   p2p.SetChannelAttribute("Delay", StringValue("0ms"));
