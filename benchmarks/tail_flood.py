@@ -1,17 +1,21 @@
-"""Flood a live `testbed tail` with idle connections and watch its memory and threads.
+"""Flood a live `testbed tail` with connections and watch its memory and threads.
 
 Starts ``testbed tail`` as a subprocess on 127.0.0.1 (so the figures are the real process's),
-warms it up with one good EC session, then, while a good head streams frames on its own
-connection, opens CONNECTIONS connections in waves of WAVE, holds each wave open HOLD_S seconds
-and closes it. Prints the tail's VmRSS and thread count (from /proc/PID/status) before, at the
-peak and after the flood (after SETTLE_S seconds), how each flood connection was answered, and
-whether the good head lost any frame.
+warms it up with one good EC session (MobileNetV2, random weights), then, while a good head
+streams frames on its own connection, opens CONNECTIONS connections in waves of WAVE, holds each
+wave open HOLD_S seconds and closes it. A flood connection stays idle, or (``--frames N``) sends
+Hello and N frames, and/or (``--announce BYTES``) sends Hello and the header of a frame of BYTES
+bytes and then nothing. Prints the tail's VmRSS, its anonymous part (RssAnon: heap and stacks,
+what connections cost; the rest is mostly torch's mapped libraries) and its thread count (from
+/proc/PID/status) before, at the peak and SETTLE_S seconds after the flood, how each flood
+connection was answered (``served`` = still open when its wave closed, ``busy``/``timeout`` =
+the tail's Error, ``closed`` = EOF), and whether the good head lost any frame.
 
     .venv/bin/python benchmarks/tail_flood.py [--connections 3000] [--wave 1000] [--hold 2]
-        [--settle 5] [-- TAIL_ARGS...]
+        [--settle 5] [--frames N] [--announce BYTES] [-- TAIL_ARGS...]
 
 Everything after ``--`` is passed to ``testbed tail`` (e.g. ``-- --max-connections 4000``).
-The tail is launched as the CLI launches it, with the environment of this script.
+The tail runs with ``--threads 1`` and the environment of this script.
 """
 
 from __future__ import annotations

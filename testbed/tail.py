@@ -23,7 +23,8 @@ Why a worker pool and not the model on each connection's thread: glibc malloc gi
 separate arenas (up to 8 per core) and an arena keeps the memory its thread freed, so inference
 spread over many short-lived connection threads left each arena holding a forward pass's
 activations: 1,000 one-frame connections, 60 at a time, raised a MobileNetV2 tail's anonymous
-memory by 650 MiB where the pool keeps it within 55 MiB (``benchmarks/tail_flood.py``).
+memory by ~690 MiB at the peak (still +100 MiB after they closed), where the pool keeps it
+within +55 MiB (``benchmarks/tail_flood.py --connections 1000 --wave 60 --hold 0 --frames 1``).
 
 What a peer can hold: a slot (one of ``max_connections``) and a thread for at most
 ``message_timeout_s`` before its ``Hello`` is complete; afterwards ``idle_timeout_s`` of silence
