@@ -1,7 +1,11 @@
 """The MD side: capture frames, run the head, stream to the ES, and record every frame.
 
 Frames are processed one at a time: a frame is captured when the previous reply arrived, or on
-a fixed capture clock if ``capture_rate_hz`` is set (a late frame is captured at once). The
+a fixed capture clock if ``capture_rate_hz`` is set (a camera). A camera frame that arrives
+while the MD is still busy with the previous one is, by ``busy_policy``, either dropped (its
+record says ``dropped: md busy``) or queued: captured as soon as the MD is free, its wait
+recorded as ``md_wait``. With ``deadline_s`` each record says whether the frame's age at its
+result (``md_wait + total``) met the deadline (``deadline_met``). The
 first ``warmup`` frames are marked ``warmup`` and excluded from every summary. One TCP
 connection carries the whole step, as in the paper, so slow-start-after-idle and the initial
 window act on each frame just as they would on a real MD.
@@ -43,6 +47,13 @@ class StepContext:
     step: str = ""
     load_mbit: float | None = None
     repetition: int = 0
+    md: str = ""
+    """The MD host's name (a cell has several)."""
+
+
+BUSY_POLICIES = ("drop", "queue")
+"""What a camera-paced MD does with a frame that arrives while it is busy."""
+DROPPED_BUSY = "dropped: md busy"
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,19 @@ class HeadSettings:
     compute: DeviceProfile | None = None
     """A device profile whose MD times this head replays (``testbed.replay``); ``None``: the
     real processing time."""
+    busy_policy: str = "queue"
+    """``drop`` or ``queue`` a camera frame that arrives while the MD is busy."""
+    deadline_s: float | None = None
+    """Each frame's deadline (its age at the result); ``None``: none."""
+
+    def __post_init__(self) -> None:
+        if self.busy_policy not in BUSY_POLICIES:
+            raise ValueError(f"busy_policy: expected one of {', '.join(BUSY_POLICIES)}, "
+                             f"got {self.busy_policy!r}")
+        for name in ("capture_rate_hz", "deadline_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}: expected a positive number, got {value!r}")
 
 
 class _Link:
@@ -168,19 +192,36 @@ def run_step(
     failures = 0
     try:
         with RecordWriter(records_path) as writer:
-            started = time.perf_counter()
+            started = time.perf_counter_ns()
+            free_ns = started  # when the MD finished its last frame
             for i in range(warmup + settings.frames):
+                frame = frames[i % len(frames)]
+                wait_ns = None
                 if settings.capture_rate_hz:
-                    delay = started + i / settings.capture_rate_hz - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                record = _one_frame(config, model, link, i, frames[i % len(frames)], settings, md)
+                    arrival = started + round(i * 1e9 / settings.capture_rate_hz)
+                    now = time.perf_counter_ns()
+                    if now < arrival:
+                        time.sleep((arrival - now) * 1e-9)
+                    wait_ns = max(0, time.perf_counter_ns() - arrival)
+                    if arrival < free_ns and settings.busy_policy == "drop":
+                        wait_ns = None
+                if wait_ns is None and settings.capture_rate_hz:
+                    record = _dropped(config, i, frame, settings)
+                else:
+                    record = _one_frame(config, model, link, i, frame, settings, md)
+                    free_ns = time.perf_counter_ns()
+                    record.md_wait = wait_ns * 1e-9 if wait_ns is not None else None
+                if settings.deadline_s is not None:
+                    record.deadline_met = (
+                        record.status == "ok" and record.total is not None
+                        and (record.md_wait or 0.0) + record.total <= settings.deadline_s
+                    )
                 record.warmup = i < warmup
                 record.weights = weights
                 writer.write(record)
                 if on_frame:
                     on_frame(record)
-                if record.status != "ok":
+                if record.status not in ("ok", DROPPED_BUSY):
                     failures += 1
                     if link:  # the ES closes a connection after an error: the step ends here
                         log.error("frame %d failed (%s); ending this step", i, record.status)
@@ -202,6 +243,19 @@ def run_head(
     return run_step(prepare_head(settings, frames), settings, records_path, on_frame)
 
 
+def _dropped(config: Configuration, frame_id: int, frame: Frame,
+             settings: HeadSettings) -> FrameRecord:
+    """The record of a camera frame that arrived while the MD was busy (``drop`` policy)."""
+    ctx = settings.context
+    return FrameRecord(
+        run_id=ctx.run_id, config=config.name, mode=config.mode, model=config.model,
+        split=config.split or "", n_ch=config.n_ch, frame_id=frame_id, image_id=frame.image_id,
+        warmup=False, payload_bytes=0, wire_bytes=0, md_proc=None, es_proc=None, comm=None,
+        total=None, predicted=None, status=DROPPED_BUSY, step=ctx.step, load_mbit=ctx.load_mbit,
+        repetition=ctx.repetition, capture_ns=time.perf_counter_ns(), md=ctx.md,
+    )
+
+
 def _one_frame(
     config: Configuration, model: SplitModel, link: _Link | None, frame_id: int, frame: Frame,
     settings: HeadSettings, md_replay: replay.MdReplay | None = None,
@@ -212,7 +266,7 @@ def _one_frame(
     payload = wire_bytes = 0
     predicted: int | None = None
     status = "ok"
-    reply_ns = es_ns = None
+    reply_ns = es_ns = es_queue_ns = None
     overrun = {"md": False, "es": False}
     capture_ns = time.perf_counter_ns()
     if link is None:
@@ -240,14 +294,14 @@ def _one_frame(
         except (OSError, wire.WireError, wire.PeerClosed) as exc:
             reply, status = None, f"error: link: {exc or 'the tail closed the connection'}"
         if isinstance(reply, wire.Result):
-            predicted, es_ns = reply.predicted, reply.es_proc_ns
+            predicted, es_ns, es_queue_ns = reply.predicted, reply.es_proc_ns, reply.es_queue_ns
             overrun["es"] = bool(reply.status & wire.RESULT_OVERRUN)
         elif isinstance(reply, wire.Error):
             status, reply_ns = f"error: tail: {reply.message}", None
         elif reply is not None:
             status, reply_ns = f"error: unexpected reply {type(reply).__name__}", None
     if status == "ok":
-        md, es, comm, total = timings(capture_ns, send_ns, reply_ns, es_ns)
+        md, es, comm, total = timings(capture_ns, send_ns, reply_ns, es_ns, es_queue_ns)
     else:
         md, es, comm, total = (send_ns - capture_ns) * 1e-9, None, None, None
     return FrameRecord(
@@ -264,6 +318,8 @@ def _one_frame(
         wire_bytes=wire_bytes,
         md_proc=md,
         es_proc=es,
+        es_queue=es_queue_ns * 1e-9 if es_queue_ns is not None and status == "ok" else None,
+        md=ctx.md,
         comm=comm,
         total=total,
         predicted=predicted,

@@ -42,6 +42,12 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames first (default 5)")
     p.add_argument("--images", default="builtin", help="image folder, or 'builtin' (default)")
     p.add_argument("--capture-rate", type=float, help="capture at this rate (Hz) instead of back-to-back")
+    p.add_argument("--busy-policy", choices=("drop", "queue"), default="queue",
+                   help="with --capture-rate: drop or queue (default) a frame that arrives "
+                        "while the MD is busy")
+    p.add_argument("--deadline-ms", type=float,
+                   help="each frame's deadline (ms): records say whether it was met")
+    p.add_argument("--md-name", default="", help="the MD host's name, written in records")
     p.add_argument("--records", default="frames.csv", help="CSV to append records to")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (must match the tail)")
@@ -101,7 +107,8 @@ def head_settings(args: argparse.Namespace):
     return HeadSettings(
         config=_config_from_args(args), server=args.connect, frames=args.frames,
         warmup=args.warmup, images=args.images, capture_rate_hz=args.capture_rate, seed=args.seed,
-        threads=args.threads, compute=args.compute,
+        threads=args.threads, compute=args.compute, busy_policy=args.busy_policy,
+        deadline_s=args.deadline_ms / 1000 if args.deadline_ms is not None else None,
         context=StepContext(run_id=args.run_id, step=args.step, load_mbit=args.load,
-                            repetition=args.repetition),
+                            repetition=args.repetition, md=args.md_name),
     )

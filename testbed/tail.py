@@ -11,13 +11,15 @@ which reads its messages and sends its replies. At most ``max_connections`` conn
 served at once; the listener answers one more with ``Error`` ``BUSY`` and closes it at once,
 without reading from it, starting a thread or touching a model (refusals are logged at most once
 a second, with the running count). Model work (decoding a frame's input and running the model)
-goes to a fixed pool of ``max_inferences`` worker threads (default: the usable cores), and the
-connection thread waits for its answer; the wait is part of the ES time in ``Result``. torch's
-intra-op pool (``TailSettings.threads``) is shared by all workers. Models are built once per
-configuration and seed (``ModelCache``), shared by every connection, and warmed up on a worker
-with a dummy input of the served shape before the first ``Ready`` for that configuration goes
-out, so no MD's first frame pays for lazy initialisation; ``Ready`` reports the build and
-warm-up times (``build_s``, ``warmup_s``).
+goes to a fixed pool of ``max_inferences`` worker threads (default: the usable cores), served
+FIFO across connections, and the connection thread waits for its answer; ``Result`` reports the
+wait for a worker (message fully received -> a worker starts it, with the ~50 us hand-off) as
+``es_queue_ns`` and the worker's time as ``es_proc_ns``. torch's intra-op pool
+(``TailSettings.threads``) is shared by all workers. Models are built once per configuration and
+seed (``ModelCache``), shared by every connection, and warmed up on a worker with a dummy input
+of the served shape before the first ``Ready`` for that configuration goes out, so no MD's first
+frame pays for lazy initialisation; ``Ready`` reports the build and warm-up times (``build_s``,
+``warmup_s``).
 
 Why a worker pool and not the model on each connection's thread: glibc malloc gives threads
 separate arenas (up to 8 per core) and an arena keeps the memory its thread freed, so inference
@@ -172,9 +174,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 if isinstance(msg, wire.Bye):
                     break
                 frame_id = getattr(msg, "frame_id", wire.NO_FRAME)
-                predicted, status = self._predict(config, config_key, model, pacer, msg, received)
-                es_proc_ns = time.perf_counter_ns() - received
-                wire.send_message(sock, wire.Result(frame_id, es_proc_ns, predicted, status))
+                predicted, status, started = self._predict(config, config_key, model, pacer, msg)
+                done = time.perf_counter_ns()
+                wire.send_message(sock, wire.Result(frame_id, done - started, predicted, status,
+                                                    es_queue_ns=started - received))
         except wire.PeerClosed:
             pass
         except wire.WireError as exc:
@@ -190,24 +193,31 @@ class _Handler(socketserver.BaseRequestHandler):
             self._reply_error(sock, wire.Error(frame_id, wire.ErrorCode.INTERNAL, f"internal error: {exc}"))
 
     def _predict(self, config: Configuration, config_key: str, model: SplitModel,
-                 pacer: replay.Pacer | None, msg: wire.Message, received: int) -> tuple[int, int]:
-        """A frame's prediction and ``Result`` status. Following a device profile: the result
-        of these bytes computed once (``WorkCache``), returned when the frame's sampled ES time
-        has elapsed since ``received``; ``RESULT_OVERRUN`` if the real work ran now and took
-        longer than the sample."""
+                 pacer: replay.Pacer | None, msg: wire.Message) -> tuple[int, int, int]:
+        """A frame's prediction, ``Result`` status and the ``perf_counter_ns`` at which a model
+        worker started it (the end of its ES queueing). The work runs on the worker pool, FIFO
+        across connections. Following a device profile: the result of these bytes computed once
+        (``WorkCache``), returned when the frame's sampled ES time has elapsed since the worker
+        started it, the worker held meanwhile (so ``max_inferences`` emulated servers queue
+        frames as real ones would); ``RESULT_OVERRUN`` if the real work ran now and took longer
+        than the sample."""
         server = self.server
+        max_bytes = server.settings.max_message_bytes
 
-        def work() -> int:  # waiting for a worker is ES time too
-            return server.workers.submit(
-                _process, config, model, msg, server.settings.max_message_bytes
-            ).result()
+        def work() -> int:
+            return _process(config, model, msg, max_bytes)
 
-        if pacer is None:
-            return work(), 0
-        sample_ns = pacer.sample_ns(msg.frame_id)
-        predicted, work_ns = server.results.get(replay.message_key(config_key, msg), work)
-        replay.wait_until(received + sample_ns)
-        return int(predicted), wire.RESULT_OVERRUN if replay.overran(work_ns, sample_ns) else 0
+        def on_worker() -> tuple[int, int, int]:
+            started = time.perf_counter_ns()
+            if pacer is None:
+                return work(), 0, started
+            sample_ns = pacer.sample_ns(msg.frame_id)
+            predicted, work_ns = server.results.get(replay.message_key(config_key, msg), work)
+            replay.wait_until(started + sample_ns)
+            status = wire.RESULT_OVERRUN if replay.overran(work_ns, sample_ns) else 0
+            return int(predicted), status, started
+
+        return server.workers.submit(on_worker).result()
 
     def _hello(
         self, sock: socket.socket, peer: str

@@ -19,9 +19,15 @@ Bodies (offsets relative to the body start; add 8 for the offset in the message)
                        7 dims ndim*u32 | 7+4n scale f32 | 11+4n zero_point i32 |
                        15+4n payload (rest of body)
     JPEG   (4) MD->ES  0 frame_id u32 | 4 payload (JPEG bytes, rest of body)
-    RESULT (5) ES->MD  0 frame_id u32 | 4 es_proc_ns u64 | 12 predicted i32 | 16 status u16
+    RESULT (5) ES->MD  0 frame_id u32 | 4 es_proc_ns u64 | 12 predicted i32 | 16 status u16 |
+                       18 es_queue_ns u64 (optional: a body of 18 bytes has none, read as 0)
     ERROR  (6) either  0 frame_id u32 | 4 code u16 | 6 message (UTF-8, rest of body)
     BYE    (7) either  empty
+
+``RESULT``'s ``es_queue_ns`` (the ES's queueing delay: request fully received -> a model worker
+starts it, on the ES clock) was appended to a body that used to end at ``status``: a receiver
+takes a body of 18 bytes (a tail that sends no queueing delay) as ``es_queue_ns`` = 0 and one of
+26 bytes with it, so the header ``version`` stays 1. ``encode`` always writes the 26-byte body.
 
 dtype codes: 1 uint8 (8-bit quantized, scale/zero_point meaningful), 2 float32, 3 float16;
 float payloads are little-endian IEEE 754 in C order. compression codes: 0 none, 1 zlib.
@@ -77,6 +83,7 @@ _SCALE_ZP = struct.Struct("!fi")
 _DIMS = tuple(struct.Struct(f"!{n}I") for n in range(MAX_NDIM + 1))
 _FRAME_ID = struct.Struct("!I")
 _RESULT = struct.Struct("!IQiH")
+_RESULT_QUEUE = struct.Struct("!Q")
 _ERROR_FIXED = struct.Struct("!IH")
 _F32 = struct.Struct("!f")
 _JPEG_SOI = b"\xff\xd8"
@@ -316,23 +323,30 @@ RESULT_OVERRUN = 0x8000
 class Result:
     """ES->MD: the prediction for one frame.
 
-    es_proc_ns: the ES's own time from the request fully received to the reply ready (ns).
+    es_proc_ns: the ES's own processing time, from a model worker starting the request to the
+                reply ready (ns).
     predicted:  predicted class index (-1 if none).
     status:     0 = ok, ``RESULT_OVERRUN`` = ok, but the ES follows a device profile and its
                 real work outlasted the time the profile gave this frame (``testbed.replay``),
                 otherwise an ``ErrorCode`` value.
+    es_queue_ns: the ES's queueing delay, from the request fully received to a worker starting
+                it (ns); 0 from a tail that does not report it.
     """
 
     frame_id: int
     es_proc_ns: int
     predicted: int
     status: int = 0
+    es_queue_ns: int = 0
     TYPE: ClassVar[MsgType] = MsgType.RESULT
 
     def __post_init__(self) -> None:
         _check_u32("frame_id", self.frame_id)
         if not isinstance(self.es_proc_ns, int) or not 0 <= self.es_proc_ns < 2**64:
             raise ValueError(f"es_proc_ns: expected an integer 0..2**64-1, got {self.es_proc_ns!r}")
+        if not isinstance(self.es_queue_ns, int) or not 0 <= self.es_queue_ns < 2**64:
+            raise ValueError(
+                f"es_queue_ns: expected an integer 0..2**64-1, got {self.es_queue_ns!r}")
         if not isinstance(self.predicted, int) or not -(2**31) <= self.predicted < 2**31:
             raise ValueError(f"predicted: expected an int32, got {self.predicted!r}")
         if not isinstance(self.status, int) or not 0 <= self.status <= 0xFFFF:
@@ -395,7 +409,8 @@ def _body_parts(msg: Message) -> list[bytes]:
         )
         return [fixed, msg.payload]
     if isinstance(msg, Result):
-        return [_RESULT.pack(msg.frame_id, msg.es_proc_ns, msg.predicted, msg.status)]
+        return [_RESULT.pack(msg.frame_id, msg.es_proc_ns, msg.predicted, msg.status),
+                _RESULT_QUEUE.pack(msg.es_queue_ns)]
     if isinstance(msg, JpegFrame):
         return [_FRAME_ID.pack(msg.frame_id), msg.payload]
     if isinstance(msg, Hello):
@@ -437,7 +452,7 @@ def wire_size(msg: Message) -> int:
     if isinstance(msg, JpegFrame):
         return HEADER_SIZE + _FRAME_ID.size + len(msg.payload)
     if isinstance(msg, Result):
-        return HEADER_SIZE + _RESULT.size
+        return HEADER_SIZE + _RESULT.size + _RESULT_QUEUE.size
     if isinstance(msg, Bye):
         return HEADER_SIZE
     return HEADER_SIZE + sum(len(p) for p in _body_parts(msg))
@@ -605,8 +620,11 @@ def _decode_jpeg(body: memoryview) -> JpegFrame:
 
 
 def _decode_result(body: memoryview) -> Result:
-    _exact(body, _RESULT.size, "frame_id u32, es_proc_ns u64, predicted i32, status u16")
-    return Result(*_RESULT.unpack_from(body, 0))
+    if len(body) == _RESULT.size:  # a tail that reports no queueing delay
+        return Result(*_RESULT.unpack_from(body, 0))
+    _exact(body, _RESULT.size + _RESULT_QUEUE.size,
+           "frame_id u32, es_proc_ns u64, predicted i32, status u16[, es_queue_ns u64]")
+    return Result(*_RESULT.unpack_from(body, 0), *_RESULT_QUEUE.unpack_from(body, _RESULT.size))
 
 
 def _decode_error(body: memoryview) -> Error:

@@ -442,7 +442,8 @@ MALFORMED: list[tuple[str, bytes, ErrorCode, str, int | None]] = [
     ),
     ("jpeg too short", raw_message(4, b"\x00\x00"), ErrorCode.BAD_BODY, "body", 10),
     ("result too short", raw_message(5, bytes(17)), ErrorCode.BAD_BODY, "body", 25),
-    ("result too long", raw_message(5, bytes(19)), ErrorCode.BAD_BODY, "body", 26),
+    ("result between layouts", raw_message(5, bytes(19)), ErrorCode.BAD_BODY, "body", 27),
+    ("result too long", raw_message(5, bytes(27)), ErrorCode.BAD_BODY, "body", 34),
     (
         "error unknown code",
         raw_message(6, b"\x00\x00\x00\x01\x01\x00oops"),

@@ -1,0 +1,149 @@
+"""Cells over loopback: the ES's queueing delay on the wire and in records, camera-paced MDs
+that drop or queue frames arriving while busy, and deadlines. Real TailServer and heads on
+127.0.0.1, real models (mnasnet0_5), replayed device-profile times."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from testbed import wire
+from testbed.devices import load_profile
+from testbed.head import DROPPED_BUSY, HeadSettings, StepContext, run_head
+from testbed.images import load_images
+from testbed.profile import configurations
+from testbed.records import read_records
+from testbed.tail import TailServer, TailSettings
+
+MODEL = "mnasnet0_5"
+SEED = 3
+PROFILE = {
+    "kind": "testbed-profile", "schema": 2, "source": "test: a slow MD, a slow ES",
+    "models": {MODEL: {"configs": {
+        "es-only": {"md_s": 0.01, "md_dist": {"distribution": "fixed", "mean_s": 0.01},
+                    "es_s": 0.2, "es_dist": {"distribution": "fixed", "mean_s": 0.2}},
+        "md-only": {"md_s": 0.15, "md_dist": {"distribution": "fixed", "mean_s": 0.15}},
+    }}},
+}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return load_images("builtin")
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profiles") / "slow.json"
+    path.write_text(json.dumps(PROFILE))
+    return load_profile(str(path))
+
+
+def _config(name):
+    (config,) = [c for c in configurations(MODEL) if c.name == name]
+    return config
+
+
+# ------------------------------------------------------------------ wire
+
+
+def test_result_with_queueing_delay_round_trips():
+    msg = wire.Result(7, 1_500_000, 42, 0, es_queue_ns=250_000)
+    data = wire.encode(msg)
+    assert len(data) == wire.wire_size(msg) == wire.HEADER_SIZE + 26
+    assert wire.decode(data[:8], data[8:]) == msg
+
+
+def test_result_of_an_older_tail_has_no_queueing_delay():
+    old = wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.MsgType.RESULT, 18) + \
+        wire._RESULT.pack(7, 1_500_000, 42, 0)
+    assert wire.decode(old[:8], old[8:]) == wire.Result(7, 1_500_000, 42, 0, es_queue_ns=0)
+
+
+def test_result_of_another_length_names_the_layout():
+    bad = wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.MsgType.RESULT, 22) + bytes(22)
+    with pytest.raises(wire.WireError) as err:
+        wire.decode(bad[:8], bad[8:])
+    assert "es_queue_ns u64" in str(err.value) and err.value.code == wire.ErrorCode.BAD_BODY
+
+
+# ------------------------------------------------------------------ ES queueing, two MDs
+
+
+def test_one_worker_queues_the_second_of_two_simultaneous_frames(profile, frames, tmp_path):
+    """k=1: two MDs send at the same instants; every frame's parts add up to its total exactly
+    (in integer ns), and for each pair of simultaneous frames one waited for the other."""
+    config = _config("es-only")
+    n = 4
+    with TailServer(TailSettings(port=0, compute=profile, seed=SEED, threads=1,
+                                 max_inferences=1)) as tail:
+        tail.start()
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def md(name):
+            try:
+                barrier.wait(30)
+                run_head(HeadSettings(config=config, server=tail.address, frames=n, warmup=1,
+                                      seed=SEED, threads=1, compute=profile, capture_rate_hz=2.0,
+                                      context=StepContext(md=name)),
+                         tmp_path / f"{name}.csv", frames=frames)
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=md, args=(f"md{k}",)) for k in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    by_md = {name: [r for r in read_records(tmp_path / f"{name}.csv") if not r.warmup]
+             for name in ("md1", "md2")}
+    for name, records in by_md.items():
+        assert len(records) == n and all(r.status == "ok" and r.md == name for r in records)
+        for r in records:
+            parts = round(r.md_proc * 1e9) + round(r.comm * 1e9) + round(r.es_queue * 1e9) \
+                + round(r.es_proc * 1e9)
+            assert abs(parts - round(r.total * 1e9)) <= 3  # rounding of four floats only
+            assert r.es_proc >= 0.2  # the profile's ES time, on the worker
+    for a, b in zip(by_md["md1"], by_md["md2"]):
+        # the ES serves 0.2 s per frame; frames captured together: one waits ~0.2 s
+        assert max(a.es_queue, b.es_queue) > 0.1 and min(a.es_queue, b.es_queue) < 0.05
+
+
+# ------------------------------------------------------------------ busy MD: drop or queue
+
+
+@pytest.mark.parametrize("policy", ["drop", "queue"])
+def test_an_overloaded_md_drops_or_queues(policy, profile, frames, tmp_path):
+    """MD time 150 ms per frame, a camera at 10 fps (100 ms): the MD cannot keep up."""
+    path = tmp_path / f"{policy}.csv"
+    run_head(HeadSettings(config=_config("md-only"), frames=8, warmup=0, seed=SEED, threads=1,
+                          compute=profile, capture_rate_hz=10.0, busy_policy=policy,
+                          deadline_s=0.2, context=StepContext(md="md1")), path, frames=frames)
+    records = list(read_records(path))
+    assert [r.frame_id for r in records] == list(range(8))
+    done = [r for r in records if r.status == "ok"]
+    dropped = [r for r in records if r.status == DROPPED_BUSY]
+    assert len(done) + len(dropped) == 8
+    if policy == "drop":
+        assert dropped and len(done) <= 5  # 0.8 s of frames, 0.15 s each
+        assert all(not r.deadline_met and r.total is None for r in dropped)
+        assert all(r.md_wait is not None and r.md_wait < 0.05 for r in done)
+        assert all(r.deadline_met for r in done)  # 150 ms < 200 ms
+    else:
+        assert not dropped
+        waits = [r.md_wait for r in done]
+        assert waits[-1] > waits[1] + 0.2  # the backlog grows by ~50 ms a frame
+        assert done[0].deadline_met and not done[-1].deadline_met
+        for r in done:
+            assert r.deadline_met == (r.md_wait + r.total <= 0.2)
+
+
+def test_busy_policy_and_deadline_are_checked():
+    with pytest.raises(ValueError, match="busy_policy: expected one of drop, queue"):
+        HeadSettings(config=_config("md-only"), busy_policy="skip")
+    with pytest.raises(ValueError, match="deadline_s: expected a positive number"):
+        HeadSettings(config=_config("md-only"), deadline_s=0)
