@@ -386,7 +386,7 @@ def test_ap_backend_namespace_vm_or_auto():
     hosts[2] = {"name": "ap", "role": "ap", "backend": "vn"}
     hosts[0] = {"name": "md", "role": "md", "backend": "vm"}
     messages = {p.path: p.message for p in problems_of(minimal(hosts=hosts))}
-    assert messages["hosts[2].backend"] == "expected one of namespace, vm, auto, got 'vn'"
+    assert messages["hosts[2].backend"] == "expected one of namespace, vm, ns3, auto, got 'vn'"
     assert "only the ap/enb host has a backend" in messages["hosts[0].backend"]
 
 
