@@ -269,3 +269,23 @@ def test_preflight_of_an_ns3_run_needs_ns3_and_tun() -> None:
     found = preflight.ns3()
     assert found.available == ns3_available()
     assert found.detail.startswith("ns-3 3.44") if found.available else "ns3==3.44" in found.detail
+
+
+def test_a_late_simulator_step_flags_its_cell(tmp_path) -> None:
+    from analysis.cellflags import REASONS, flag_cells
+    from analysis.load import load_results
+    from tests.test_analysis import SWEEP, copy_folder, edit_manifest
+
+    folder = copy_folder(SWEEP, tmp_path / "late")
+
+    def change(m):
+        m["steps"]["L10-r0-es-only"]["medium"] = {
+            "lateness": {"samples": 900, "p99_ms": 1.7, "max_ms": 4.2}, "flags": ["ns3-late"]}
+        m["steps"]["L0-r0-es-only"]["medium"] = {
+            "lateness": {"samples": 900, "p99_ms": 0.4, "max_ms": 0.9}, "flags": []}
+
+    edit_manifest(folder, change)
+    flagged = {(f.config, f.load): f for f in flag_cells(load_results(folder), 12)}
+    assert set(flagged) == {("es-only", "10")}
+    assert flagged[("es-only", "10")].detail == "ns3-late (p99 up to 1.70 ms)"
+    assert "ns3-late" in REASONS
