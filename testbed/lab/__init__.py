@@ -31,6 +31,8 @@ Who does what, from the bottom up (a module imports only modules above it in thi
 * :mod:`~testbed.lab.base` -- ``LabBase``: the lifecycle every backend shares (checks, run
   record, sysctls, CPU caps, signals, teardown, state, reshape);
 * :mod:`~testbed.lab.namespace_lab` -- the ``namespace`` backend (``NamespaceLab``);
+* :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend (``Ns3Lab``): the hosts' taps joined by an
+  802.11g cell that :mod:`~testbed.lab.ns3_sim` (its own process) simulates in real time;
 * :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend (an 802.11g cell simulated by ns-3 in real
   time), and :mod:`~testbed.lab.ns3_sim`, the simulator process it starts in the router's
   namespace;

@@ -30,6 +30,7 @@ the ns-3 process's CPU use. The simulator runs as a real-time task (``RT_PRIORIT
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -138,7 +139,6 @@ class Ns3Lab(LabBase):
 
         stations = [host(h.name, self._addr[h.name].network) for h in self.plan.stations]
         wired = [host(h.name, self._addr[h.name].network) for h in self.plan.wired]
-        import ipaddress
         wireless, wired_half = ipaddress.ip_network(self.plan.subnet).subnets(prefixlen_diff=1)
         return {"kind": self.kind, "stations": stations, "wired": wired,
                 "rate_control": self.settings.rate_control, "seed": self.settings.seed,

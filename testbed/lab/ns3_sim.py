@@ -53,6 +53,7 @@ CPP = r"""
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 #include <string>
 #include <vector>
 
