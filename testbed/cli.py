@@ -40,7 +40,8 @@ def cmd_tail(args) -> int:
         settings = TailSettings(host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
                                 idle_timeout_s=args.idle_timeout, message_timeout_s=args.message_timeout,
                                 max_connections=args.max_connections, max_inferences=args.max_inferences,
-                                seed=args.seed, threads=args.threads, compute=args.compute)
+                                seed=args.seed, threads=args.threads, compute=args.compute,
+                                checkpoints=tuple(args.checkpoint), max_models=args.max_models)
     except ValueError as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 2
@@ -546,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute", type=compute_argument, default=None, metavar="PROFILE",
                    help="this ES's compute model: 'real' (default) or a device profile (shipped "
                         "name or file) whose ES times it replays (README: Emulated devices)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                   help="a checkpoint a head's configuration may name as its weights (repeat for "
+                        "several); a Hello naming any other file is refused")
+    p.add_argument("--max-models", type=int, default=8,
+                   help="configurations kept built at once; the least recently requested is "
+                        "dropped beyond (default 8)")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("head", help="stream frames to a tail (the MD side)",

@@ -158,6 +158,7 @@ class Orchestrator:
             "--seed", str(self.scenario.seed),
             "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
             *_threads(self.es), *compute_argv(self.es),
+            *checkpoint_argv(self.scenario.configurations),
         )
         return es.start(argv, "tail", self.hosts.workdir)
 
@@ -393,6 +394,13 @@ class Orchestrator:
 
 
 # ---------------------------------------------------------------------- a run that never stepped
+
+
+def checkpoint_argv(configs: list[Configuration]) -> list[str]:
+    """``--checkpoint PATH`` for each checkpoint the configurations name: the only files the
+    tail will load when a head's Hello asks for them."""
+    paths = sorted({c.weights for c in configs if c.weights})
+    return [arg for path in paths for arg in ("--checkpoint", path)]
 
 
 def start_failure(stage: str, error: BaseException | str, fix: str = "") -> dict[str, str]:

@@ -32,9 +32,12 @@ What a peer can hold: a slot (one of ``max_connections``) and a thread for at mo
 ``message_timeout_s`` before its ``Hello`` is complete; afterwards ``idle_timeout_s`` of silence
 between messages, while a message whose first byte arrived must be complete within
 ``message_timeout_s``, and every reply must be sent within ``message_timeout_s`` (a peer that
-stops reading cannot pin a thread). A stalled peer gets ``Error`` ``TIMEOUT`` and is closed. A
-message's buffer grows as its bytes arrive (``wire.read_message``), so memory held for partial
-messages is what peers actually sent: at most ``max_connections`` x ``max_message_bytes``.
+stops reading cannot pin a thread). A stalled peer gets ``Error`` ``TIMEOUT`` and is closed.
+A peer cannot make the ES open a file (a ``Hello``'s ``weights`` must be one of the checkpoints
+the tail was started with) nor pile models up (at most ``max_models`` configurations are kept).
+A message's buffer grows as its bytes arrive (``wire.read_message``), so memory held for
+partial messages is what peers actually sent: at most ``max_connections`` x
+``max_message_bytes``.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import socket
 import socketserver
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -87,6 +92,13 @@ class TailSettings:
     compute: DeviceProfile | None = None
     """A device profile whose ES times this tail replays (``testbed.replay``); ``None``: the
     real processing time. Seeded by ``seed``."""
+    checkpoints: tuple[str, ...] = ()
+    """The checkpoint files a ``Hello`` may name as its configuration's ``weights``; a ``Hello``
+    naming any other file is refused: a peer never makes the ES open a path of its choosing."""
+    max_models: int = 8
+    """Configurations kept built at once; beyond, the least recently requested is dropped (its
+    open connections keep their model), so peers naming many configurations cannot pile models
+    up in memory."""
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout_s", "message_timeout_s"):
@@ -95,7 +107,7 @@ class TailSettings:
                 0 < value < math.inf
             ):
                 raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
-        for name in ("max_connections", "max_inferences"):
+        for name in ("max_connections", "max_inferences", "max_models"):
             value = getattr(self, name)
             if name == "max_inferences" and value is None:
                 continue
@@ -125,26 +137,37 @@ def warm_up(model: SplitModel) -> float:
 
 class ModelCache:
     """Tails built once per configuration (and seed) and warmed up on ``workers`` (the threads
-    that will run them), shared by every connection."""
+    that will run them), shared by every connection; at most ``limit`` kept, least recently
+    requested dropped first."""
 
-    def __init__(self, seed: int, workers: Executor):
+    def __init__(self, seed: int, workers: Executor, limit: int):
         self.seed = seed
+        self.limit = limit
         self._workers = workers
-        self._models: dict[str, ServedModel] = {}
+        self._models: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, config: Configuration) -> ServedModel:
         key = json.dumps({**config.to_dict(), "name": ""}, sort_keys=True)
         with self._lock:
-            if key not in self._models:
-                started = time.perf_counter()
-                model = build_split(config, side="es", seed=self.seed)
-                build_s = time.perf_counter() - started
-                warmup_s = self._workers.submit(warm_up, model).result()
-                self._models[key] = ServedModel(model, build_s, warmup_s)
-                log.info("built ES side of %s in %.1f s, warmed up in %.3f s",
-                         config.name, build_s, warmup_s)
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            started = time.perf_counter()
+            model = build_split(config, side="es", seed=self.seed)
+            build_s = time.perf_counter() - started
+            warmup_s = self._workers.submit(warm_up, model).result()
+            self._models[key] = ServedModel(model, build_s, warmup_s)
+            log.info("built ES side of %s in %.1f s, warmed up in %.3f s",
+                     config.name, build_s, warmup_s)
+            while len(self._models) > self.limit:
+                dropped, _ = self._models.popitem(last=False)
+                log.info("dropped the least recently requested model (%d kept): %s",
+                         self.limit, dropped)
             return self._models[key]
+
+    def __len__(self) -> int:
+        return len(self._models)
 
 
 def _process(config: Configuration, model: SplitModel, msg: wire.Message, max_bytes: int) -> int:
@@ -238,6 +261,12 @@ class _Handler(socketserver.BaseRequestHandler):
                 wire.ErrorCode.BAD_CONFIG, "body.config.mode",
                 "LC runs on the MD alone; the ES serves EC and SC",
             )
+        if config.weights is not None and not self.server.allows_checkpoint(config.weights):
+            raise wire.WireError(
+                wire.ErrorCode.BAD_CONFIG, "body.config.weights",
+                f"this ES loads only the checkpoints it was started with (testbed tail "
+                f"--checkpoint PATH); {config.weights!r} is not one of them",
+            )
         compute = self.server.settings.compute
         pacer = None
         if compute is not None:
@@ -286,7 +315,8 @@ class _Server(socketserver.ThreadingTCPServer):
     def __init__(self, settings: TailSettings):
         self.settings = settings
         self.workers = ThreadPoolExecutor(settings.max_inferences or usable_cores(), "tail-model")
-        self.models = ModelCache(settings.seed, self.workers)
+        self.models = ModelCache(settings.seed, self.workers, settings.max_models)
+        self._checkpoints = {os.path.realpath(p) for p in settings.checkpoints}
         self.results = replay.WorkCache()
         """Predictions by frame content, when replaying a device profile."""
         self._open = 0
@@ -294,6 +324,10 @@ class _Server(socketserver.ThreadingTCPServer):
         self._refused = 0  # only the listener thread touches these two
         self._refusal_logged = -math.inf
         super().__init__((settings.host, settings.port), _Handler)
+
+    def allows_checkpoint(self, path: str) -> bool:
+        """Whether ``path`` (from a peer's Hello) is one of the checkpoints this tail may load."""
+        return os.path.realpath(path) in self._checkpoints
 
     def process_request(self, request: socket.socket, client_address) -> None:
         with self._open_lock:

@@ -422,3 +422,41 @@ def test_10000_hostile_streams_never_disturb_a_good_head(short_idle_tail, frame)
     while _handler_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _handler_threads() == 0, "a hostile connection is still held"
+
+
+# --------------------------------------------------------------------------- files and models
+
+
+def test_a_hello_may_name_only_the_checkpoints_the_tail_was_given(tmp_path):
+    import torchvision
+
+    checkpoint = tmp_path / "mobilenet_v2.pt"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), checkpoint)
+    with_weights = Configuration("ec-weights", "EC", "mobilenet_v2", weights=str(checkpoint))
+    elsewhere = Configuration("ec-elsewhere", "EC", "mobilenet_v2", weights="/etc/passwd")
+    with TailServer(TailSettings(port=0, checkpoints=(str(checkpoint),))).start() as server:
+        with socket.create_connection(server.address, timeout=10) as s:
+            assert _hello(s, with_weights)["weights"] == "checkpoint"
+        with socket.create_connection(server.address, timeout=10) as s:
+            wire.send_message(s, wire.Hello(elsewhere.to_dict()))
+            error = _error_then_close(s, 10)
+    assert error.code == wire.ErrorCode.BAD_CONFIG and "'/etc/passwd' is not one of them" in error.message
+    with TailServer(TailSettings(port=0)).start() as server:  # given none: every named file refused
+        with socket.create_connection(server.address, timeout=10) as s:
+            wire.send_message(s, wire.Hello(with_weights.to_dict()))
+            assert "--checkpoint" in _error_then_close(s, 10).message
+
+
+def test_the_model_cache_drops_the_least_recently_requested_beyond_its_limit():
+    from testbed.tail import ModelCache
+
+    with ThreadPoolExecutor(1) as workers:
+        cache = ModelCache(0, workers, limit=2)
+        first = cache.get(SC)
+        assert cache.get(SC) is first and len(cache) == 1
+        cache.get(EC)
+        cache.get(SC)  # SC is now the most recent: EC goes when a third comes
+        cache.get(Configuration("sc-early", "SC", "mobilenet_v2", split="features.3"))
+        assert len(cache) == 2
+        assert cache.get(SC) is first  # kept
+        assert cache.get(EC).model is not None and len(cache) == 2  # rebuilt, something else dropped
