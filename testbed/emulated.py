@@ -72,7 +72,7 @@ def lab_plan(scenario: Scenario, run_id: str) -> LabPlan:
     """The emulated lab a scenario asks for."""
     return LabPlan(
         run_id=run_id,
-        hosts=tuple(HostPlan(h.name, h.role, cpu_fraction=h.cpu) for h in scenario.hosts),
+        hosts=tuple(HostPlan(h.name, h.role, cpu_fraction=h.cpu) for h in scenario.members()),
         medium=scenario.link.shape,
         sysctls=scenario.link.tcp.sysctls(),
     )
@@ -112,7 +112,7 @@ class EmulatedHosts(HostSetBase):
         router_host = self.lab.router_host()
         if router_host is not None:  # e.g. the AP VM: its own management link, keys, pinned key
             self._hosts[self.router] = router_host
-        names = [h.name for h in self.scenario.hosts
+        names = [h.name for h in self.scenario.members()
                  if not (router_host is not None and h.name == self.router)]
         self._links = management.create(self.run_id, names)
         self._stack.callback(management.remove, self._links)

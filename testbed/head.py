@@ -1,7 +1,8 @@
 """The MD side: capture frames, run the head, stream to the ES, and record every frame.
 
 Frames are processed one at a time: a frame is captured when the previous reply arrived, or on
-a fixed capture clock if ``capture_rate_hz`` is set (a camera). A camera frame that arrives
+a fixed capture clock if ``capture_rate_hz`` is set (a camera, started after the warm-up frames,
+which go back to back). A camera frame that arrives
 while the MD is still busy with the previous one is, by ``busy_policy``, either dropped (its
 record says ``dropped: md busy``) or queued: captured as soon as the MD is free, its wait
 recorded as ``md_wait``. With ``deadline_s`` each record says whether the frame's age at its
@@ -23,12 +24,13 @@ from typing import Callable
 import torch
 
 from testbed import replay, wire
+from testbed.cell_section import BUSY_POLICIES
 from testbed.configs import Configuration
 from testbed.devices import REAL, DeviceProfile, ProfileError
 from testbed.images import Frame, load_images
 from testbed.models.split import SplitModel, build_split
 from testbed.payloads import md_local, md_message
-from testbed.records import FrameRecord, RecordWriter, timings
+from testbed.records import DROPPED_BUSY, FrameRecord, RecordWriter, timings
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,6 @@ class StepContext:
     """The MD host's name (a cell has several)."""
 
 
-BUSY_POLICIES = ("drop", "queue")
-"""What a camera-paced MD does with a frame that arrives while it is busy."""
-DROPPED_BUSY = "dropped: md busy"
 
 
 @dataclass(frozen=True)
@@ -192,20 +191,20 @@ def run_step(
     failures = 0
     try:
         with RecordWriter(records_path) as writer:
-            started = time.perf_counter_ns()
-            free_ns = started  # when the MD finished its last frame
+            started = free_ns = 0  # the camera's start; when the MD finished its last frame
             for i in range(warmup + settings.frames):
                 frame = frames[i % len(frames)]
-                wait_ns = None
-                if settings.capture_rate_hz:
-                    arrival = started + round(i * 1e9 / settings.capture_rate_hz)
+                wait_ns, dropped = None, False
+                if i == warmup:  # warm-up frames go back to back, then the camera starts
+                    started = free_ns = time.perf_counter_ns()
+                if settings.capture_rate_hz and i >= warmup:
+                    arrival = started + round((i - warmup) * 1e9 / settings.capture_rate_hz)
                     now = time.perf_counter_ns()
                     if now < arrival:
                         time.sleep((arrival - now) * 1e-9)
                     wait_ns = max(0, time.perf_counter_ns() - arrival)
-                    if arrival < free_ns and settings.busy_policy == "drop":
-                        wait_ns = None
-                if wait_ns is None and settings.capture_rate_hz:
+                    dropped = arrival < free_ns and settings.busy_policy == "drop"
+                if dropped:
                     record = _dropped(config, i, frame, settings)
                 else:
                     record = _one_frame(config, model, link, i, frame, settings, md)

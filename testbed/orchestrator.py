@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from testbed.configs import Configuration
 from testbed.devices import compute_argv, compute_manifest
 from testbed.hosts.remote import Host
 from testbed.hostset import HostSet
-from testbed.records import RecordWriter, read_records
+from testbed.records import DROPPED_BUSY, RecordWriter, read_records
 from testbed.resultdir import FRAMES, MANIFEST, now_utc, software_versions, write_json
 from testbed.scenario import Scenario, parse_scenario, scenario_to_dict
 
@@ -51,13 +52,19 @@ class Step:
     load_mbit: float
     repetition: int
     config: Configuration
+    mds: int = 1
+    """MDs streaming at once (the first ``mds`` of the cell's)."""
 
 
 def plan_steps(scenario: Scenario) -> list[Step]:
-    """Every step of the sweep, load-major (all configurations see the same load in turn)."""
+    """Every step of the sweep, load-major (all configurations see the same load in turn), then
+    by number of MDs when the sweep has that axis (ids ``L<load>-m<mds>-r<rep>-<config>``)."""
+    counts = scenario.sweep.mds or (scenario.cell.mds,)
     return [
-        Step(f"L{load:g}-r{rep}-{config.name}", float(load), rep, config)
+        Step(f"L{load:g}-{f'm{n}-' if scenario.sweep.mds else ''}r{rep}-{config.name}",
+             float(load), rep, config, n)
         for load in scenario.sweep.loads_mbit
+        for n in counts
         for rep in range(scenario.sweep.repetitions)
         for config in scenario.configurations
     ]
@@ -77,12 +84,14 @@ class Orchestrator:
         self.out = Path(out)
         self.hosts = hosts
         self.progress = progress or Progress()
-        self.md = scenario.host("md")
+        self.mds = scenario.by_role("md")
+        """The cell's MDs (one unless ``cell.mds``); a step uses the first ``step.mds``."""
+        self.md = self.mds[0]
         self.es = scenario.host("es")
         self.ext = scenario.by_role("ext")
         self.manifest: dict[str, Any] = {}
-        self.agent: AgentHandle | None = None
-        """The head agent on the MD, started at the first step that needs one."""
+        self.agents: dict[str, AgentHandle] = {}
+        """The head agent on each MD, started at the first step that needs one."""
         self._agents_started = 0
 
     # ------------------------------------------------------------------ manifest
@@ -116,7 +125,8 @@ class Orchestrator:
         try:
             (self.out / "traffic").mkdir(exist_ok=True)
             (self.out / "steps").mkdir(exist_ok=True)
-            self.hosts.host("md").run(["mkdir", "-p", self.hosts.workdir], timeout=10)
+            for md in self.mds:
+                self.hosts.host(md.name).run(["mkdir", "-p", self.hosts.workdir], timeout=10)
             tail = self._start_tail()
             self._wait_for_tail()
             stepping = True
@@ -140,7 +150,8 @@ class Orchestrator:
                 self.manifest.update(status="failed", failure=start_failure("tail start-up", exc))
             raise
         finally:
-            self._drop_agent()
+            for name in list(self.agents):
+                self._drop_agent(name)
             if tail is not None:
                 tail.stop()
                 self._fetch_logs(tail)
@@ -157,13 +168,15 @@ class Orchestrator:
             "tail", "--host", self.hosts.address(self.es.name), "--port", str(TAIL_PORT),
             "--seed", str(self.scenario.seed),
             "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
+            *(["--max-inferences", str(self.scenario.es.workers)] if self.scenario.es.workers
+              else []),
             *_threads(self.es), *compute_argv(self.es),
             *checkpoint_argv(self.scenario.configurations),
         )
         return es.start(argv, "tail", self.hosts.workdir)
 
     def _wait_for_tail(self, timeout: float = 120.0) -> None:
-        """Probe the tail from the MD, through the AP: proves routing before any frame."""
+        """Probe the tail from every MD, through the AP: proves routing before any frame."""
         probe = (
             "import socket,sys,time\n"
             "end=time.monotonic()+float(sys.argv[3])\n"
@@ -174,14 +187,15 @@ class Orchestrator:
             "        if time.monotonic()>end: sys.exit('tail not reachable')\n"
             "        time.sleep(0.3)\n"
         )
-        self.hosts.host(self.md.name).run(
-            [self.hosts.python, "-c", probe, self.hosts.address(self.es.name), str(TAIL_PORT),
-             str(timeout)], timeout=timeout + 15,
-        )
+        for md in self.mds:
+            self.hosts.host(md.name).run(
+                [self.hosts.python, "-c", probe, self.hosts.address(self.es.name), str(TAIL_PORT),
+                 str(timeout)], timeout=timeout + 15,
+            )
 
     def _run_step(self, step: Step) -> None:
         record: dict[str, Any] = {
-            "load_asked_mbit": step.load_mbit, "repetition": step.repetition,
+            "load_asked_mbit": step.load_mbit, "repetition": step.repetition, "mds": step.mds,
             "config": step.config.name, "started": now_utc(),
         }
         self.manifest["steps"][step.id] = record
@@ -291,64 +305,95 @@ class Orchestrator:
         return host.run(["cat", path], timeout=30, check=False).stdout
 
     # ------------------------------------------------------------------ frames
-    def _records_path(self, step: Step) -> str:
-        return f"{self.hosts.workdir}/{step.id}.csv"
+    def _step_file(self, step: Step, md) -> str:
+        """A step's records file name on ``md``: ``<step>.csv``, in a cell ``<step>.<md>.csv``
+        (the emulated hosts share one file system)."""
+        return f"{step.id}.csv" if len(self.mds) == 1 else f"{step.id}.{md.name}.csv"
 
-    def _head_argv(self, step: Step) -> list[str]:
-        """``testbed head``'s arguments for one step (what the agent runs)."""
+    def _records_path(self, step: Step, md) -> str:
+        return f"{self.hosts.workdir}/{self._step_file(step, md)}"
+
+    def _head_argv(self, step: Step, md) -> list[str]:
+        """``testbed head``'s arguments for one step on ``md`` (what its agent runs). The MDs
+        of a cell are copies of one md entry: they share its torch threads."""
         argv = [
             "--config-json", json.dumps(step.config.to_dict()),
             "--frames", str(self.scenario.frames), "--warmup", str(self.scenario.warmup),
-            "--images", str(self.scenario.images), "--records", self._records_path(step),
+            "--images", str(self.scenario.images), "--records", self._records_path(step, md),
             *_threads(self.md), "--seed", str(self.scenario.seed),
             "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
-            "--repetition", str(step.repetition), *compute_argv(self.md),
+            "--repetition", str(step.repetition), *compute_argv(md), "--md-name", md.name,
+            "--busy-policy", self.scenario.cell.busy_policy,
         ]
+        if self.scenario.cell.deadline_ms is not None:
+            argv += ["--deadline-ms", f"{self.scenario.cell.deadline_ms:g}"]
         if step.config.mode != "LC":
             argv += ["--connect", f"{self.hosts.address(self.es.name)}:{TAIL_PORT}"]
         if self.scenario.capture_rate_hz:
             argv += ["--capture-rate", str(self.scenario.capture_rate_hz)]
         return argv
 
-    def _head_agent(self) -> AgentHandle:
-        """The run's head agent: the one already up if it still answers, else a new one."""
-        if self.agent is not None:
+    def _head_agent(self, md) -> AgentHandle:
+        """``md``'s head agent: the one already up if it still answers, else a new one."""
+        agent = self.agents.get(md.name)
+        if agent is not None:
             try:
-                self.agent.ping()
-                return self.agent
+                agent.ping()
+                return agent
             except (AgentError, ValueError) as exc:
-                log.warning("the head agent %s is gone (%s); starting a new one",
-                            self.agent.name, exc)
-                self._drop_agent()
+                log.warning("the head agent %s is gone (%s); starting a new one", agent.name, exc)
+                self._drop_agent(md.name)
         self._agents_started += 1
-        self.agent = AgentHandle.start(self.hosts.host(self.md.name), self.hosts.python,
-                                       self.hosts.workdir, f"head-agent-{self._agents_started}")
-        return self.agent
+        agent = AgentHandle.start(self.hosts.host(md.name), self.hosts.python,
+                                  self.hosts.workdir, f"{md.name}-agent-{self._agents_started}")
+        self.agents[md.name] = agent
+        return agent
 
-    def _drop_agent(self) -> None:
-        """Stop the head agent (if any) and keep its logs; the next step starts a new one."""
-        agent, self.agent = self.agent, None
+    def _drop_agent(self, name: str) -> None:
+        """Stop MD ``name``'s head agent (if any) and keep its logs; its next step starts a new
+        one."""
+        agent = self.agents.pop(name, None)
         if agent is not None:
             agent.stop()
             self._fetch_logs(agent.process)
 
     def _run_head(self, step: Step, record: dict[str, Any]) -> float:
-        md = self.hosts.host(self.md.name)
-        remote = self._records_path(step)
-        md.run(["rm", "-f", remote], timeout=10)
-        agent = self._head_agent()
+        """The step on its ``step.mds`` MDs at once, one agent each; progress from the first."""
+        mds = self.mds[:step.mds]
+        for md in mds:
+            self.hosts.host(md.name).run(["rm", "-f", self._records_path(step, md)], timeout=10)
+        agents = {md.name: self._head_agent(md) for md in mds}
         total = self.scenario.frames + self.scenario.warmup
         started = time.monotonic()
         deadline = started + 120 + total * FRAME_TIMEOUT_S
-        try:
-            done = agent.run_step(step.id, self._head_argv(step), deadline,
-                                  lambda: self._report_frames(step, md, remote))
-        except (AgentError, ValueError) as exc:  # died, hung, or answered nonsense
-            self._drop_agent()
-            raise RuntimeError(f"head agent: {exc}") from exc
-        self._report_frames(step, md, remote)
-        if done.error:
-            raise RuntimeError(f"head could not run the step: {done.error}")
+        first, first_remote = self.hosts.host(mds[0].name), self._records_path(step, mds[0])
+        done: dict[str, Any] = {}
+
+        def run(md) -> None:
+            report = ((lambda: self._report_frames(step, first, first_remote))
+                      if md is mds[0] else (lambda: None))
+            try:
+                done[md.name] = agents[md.name].run_step(
+                    step.id, self._head_argv(step, md), deadline, report)
+            except (AgentError, ValueError) as exc:  # died, hung, or answered nonsense
+                done[md.name] = exc
+
+        threads = [threading.Thread(target=run, args=(md,), name=f"step-{md.name}") for md in mds]
+        for t in threads:
+            t.start()
+        for t in threads:  # run_step itself ends by the deadline
+            t.join(max(0.0, deadline - time.monotonic()) + 30)
+        self._report_frames(step, first, first_remote)
+        errors = []
+        for md in mds:
+            result = done.get(md.name)
+            if result is None or isinstance(result, Exception):
+                self._drop_agent(md.name)
+                errors.append(f"{md.name}: head agent: {result or 'no answer by the deadline'}")
+            elif result.error:
+                errors.append(f"{md.name}: head could not run the step: {result.error}")
+        if errors:
+            raise RuntimeError("; ".join(errors))
         return time.monotonic() - started
 
     def _report_frames(self, step: Step, md: Host, remote: str) -> None:
@@ -358,16 +403,23 @@ class Orchestrator:
         self.progress.on_frames(step, len(rows), statistics.median(totals) if totals else None)
 
     def _collect(self, step: Step, achieved: float) -> None:
-        """Fetch the step's records from the MD, keep them raw, and add them to frames.csv."""
-        md = self.hosts.host(self.md.name)
-        raw = self.out / "steps" / f"{step.id}.csv"
-        md.get(self._records_path(step), raw)
-        records = list(read_records(raw))
-        failed = sum(r.status != "ok" for r in records)
+        """Fetch the step's records from each of its MDs, keep them raw, and add them to
+        frames.csv. Frames an MD dropped (busy) are recorded, not failed."""
         expected = self.scenario.frames + self.scenario.warmup
-        self.manifest["steps"][step.id].update(frames=len(records), failed_frames=failed)
-        if len(records) < expected:
-            self.manifest["steps"][step.id]["failed_frames"] = failed + expected - len(records)
+        records = []
+        failed = dropped = 0
+        for md in self.mds[:step.mds]:
+            raw = self.out / "steps" / self._step_file(step, md)
+            self.hosts.host(md.name).get(self._records_path(step, md), raw)
+            mine = list(read_records(raw))
+            dropped += sum(r.status == DROPPED_BUSY for r in mine)
+            failed += sum(r.status not in ("ok", DROPPED_BUSY) for r in mine)
+            failed += max(0, expected - len(mine))
+            for r in mine:
+                r.md = r.md or md.name
+            records += mine
+        self.manifest["steps"][step.id].update(frames=len(records), failed_frames=failed,
+                                               dropped_frames=dropped, mds=step.mds)
         with RecordWriter(self.out / FRAMES) as writer:
             for r in records:
                 r.load_achieved_mbit = achieved

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 SCHEMA_VERSION = 1
+DROPPED_BUSY = "dropped: md busy"
+"""Status of a camera frame that arrived while its MD was busy (``drop`` policy)."""
 
 NS = 1e-9
 

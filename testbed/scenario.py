@@ -37,6 +37,7 @@ import yaml
 
 from testbed import presets
 from testbed.capture_settings import PacketCapture, parse_packet_capture
+from testbed.cell_section import Cell, EsService, check_cell_hosts, md_hosts, parse_cell, parse_es
 from testbed.ns3_settings import Ns3Settings, check_stations, parse_ns3
 from testbed.checks import BAD, NAME, NAME_RE, Checker, Problem, describe, join, ok
 from testbed.configs import Configuration
@@ -132,6 +133,8 @@ class Sweep:
     repetitions: int = 1
     packet_bytes: int = DEFAULT_UDP_PAYLOAD
     """UDP payload per datagram (iperf3 ``-l``)."""
+    mds: tuple[int, ...] = ()
+    """MDs streaming at once, one step each (``testbed.cell_section``); empty: every MD."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ class Scenario:
     limits: Limits = Limits()
     packet_capture: PacketCapture = PacketCapture()
     """Per-step tcpdump captures of packet headers (``testbed.capture_settings``)."""
+    cell: Cell = Cell()
+    """MDs per cell, their busy policy and deadline (``testbed.cell_section``)."""
+    es: EsService = EsService()
     source: str = field(default="<string>", compare=False)
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
@@ -172,8 +178,11 @@ class Scenario:
         return self.lab.kind == "emulated"
 
     def members(self) -> tuple[Host | LabHost, ...]:
-        """Every host of the run, emulated or real."""
-        return self.hosts if self.emulated else self.lab.hosts
+        """Every host of the run, emulated or real; a cell's md entry as its ``cell.mds`` MDs."""
+        if not self.emulated:
+            return self.lab.hosts
+        return tuple(m for h in self.hosts
+                     for m in (md_hosts(h, self.cell.mds) if h.role == "md" else (h,)))
 
     def by_role(self, role: str) -> tuple[Host | LabHost, ...]:
         return tuple(h for h in self.members() if h.role == role)
@@ -209,6 +218,8 @@ TOP_KEYS = (
     "n_ch",
     "limits",
     "packet_capture",
+    "cell",
+    "es",
 )
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
@@ -257,9 +268,16 @@ def _parse_sweep(ck: Checker, raw: Any, link: LinkSpec | None) -> Sweep | None:
             "sweep.packet_bytes",
             f"{packet} bytes of UDP payload do not fit a 1500-byte IPv4 packet: IP fragments",
         )
-    if not ok(loads, tool, direction, settle, reps, packet):
+    mds: Any = ()
+    if data.get("mds") is not None:
+        items = ck.sequence(data["mds"], "sweep.mds", nonempty=False)
+        counts = [ck.integer(v, join("sweep.mds", i), minimum=1) for i, v in enumerate(items or ())]
+        mds = BAD if items is None or not ok(*counts) else tuple(counts)
+        if mds is not BAD and len(set(mds)) != len(mds):
+            mds = ck.error("sweep.mds", f"expected distinct numbers of MDs, got {list(counts)}")
+    if not ok(loads, tool, direction, settle, reps, packet, mds):
         return None
-    return Sweep(loads, tool, direction, settle, reps, packet)
+    return Sweep(loads, tool, direction, settle, reps, packet, mds)
 
 
 def _parse_hosts(
@@ -454,6 +472,15 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     seed = ck.get(top, "seed", "", ck.integer, 0, minimum=0)
     limits = _parse_limits(ck, top.get("limits"))
     packet_capture = parse_packet_capture(ck, top.get("packet_capture"))
+    cell = parse_cell(ck, top.get("cell"), sweep.mds if sweep is not None else ())
+    es = parse_es(ck, top.get("es"))
+    if lab is not None and lab.kind == "real" and cell.mds > 1:
+        ck.error("cell.mds", "a real lab's MDs are its lab.hosts: several MDs per cell run in "
+                             "the emulated lab")
+    md_template = [h for h in hosts or () if h.role == "md"]
+    if md_template:
+        check_cell_hosts(ck, cell, md_template[0].name,
+                         sum(1 for h in hosts or () if h.role == "ext"))
 
     if ck.problems:
         raise ScenarioError(ck.problems)
@@ -483,6 +510,8 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
         n_ch=n_ch,
         limits=limits,
         packet_capture=packet_capture,
+        cell=cell,
+        es=es,
         source=source,
         warnings=tuple(ck.warnings),
     )
@@ -523,6 +552,7 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
         out["hosts"] = [dataclasses.asdict(h) for h in s.hosts]
     sweep = dataclasses.asdict(s.sweep)
     sweep["loads_mbit"] = list(s.sweep.loads_mbit)
+    sweep["mds"] = list(s.sweep.mds)
     out["sweep"] = sweep
     out["configurations"] = [c.to_dict() for c in s.configurations]
     out.update(
@@ -535,6 +565,8 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
         n_ch=s.n_ch,
         limits=dataclasses.asdict(s.limits),
         packet_capture=s.packet_capture.to_dict(),
+        cell=s.cell.to_dict(),
+        es=s.es.to_dict(),
     )
     return out
 

@@ -72,13 +72,11 @@ def test_result_of_another_length_names_the_layout():
 # ------------------------------------------------------------------ ES queueing, two MDs
 
 
-def test_one_worker_queues_the_second_of_two_simultaneous_frames(profile, frames, tmp_path):
-    """k=1: two MDs send at the same instants; every frame's parts add up to its total exactly
-    (in integer ns), and for each pair of simultaneous frames one waited for the other."""
+def _two_mds(profile, frames, tmp_path, workers, n=4):
+    """Two MDs streaming back to back at once to a tail with ``workers`` model workers."""
     config = _config("es-only")
-    n = 4
     with TailServer(TailSettings(port=0, compute=profile, seed=SEED, threads=1,
-                                 max_inferences=1)) as tail:
+                                 max_inferences=workers)) as tail:
         tail.start()
         barrier = threading.Barrier(2)
         errors = []
@@ -87,9 +85,9 @@ def test_one_worker_queues_the_second_of_two_simultaneous_frames(profile, frames
             try:
                 barrier.wait(30)
                 run_head(HeadSettings(config=config, server=tail.address, frames=n, warmup=1,
-                                      seed=SEED, threads=1, compute=profile, capture_rate_hz=2.0,
+                                      seed=SEED, threads=1, compute=profile,
                                       context=StepContext(md=name)),
-                         tmp_path / f"{name}.csv", frames=frames)
+                         tmp_path / f"{workers}-{name}.csv", frames=frames[:1])
             except Exception as exc:  # reported below
                 errors.append(exc)
 
@@ -99,7 +97,7 @@ def test_one_worker_queues_the_second_of_two_simultaneous_frames(profile, frames
         for t in threads:
             t.join(120)
     assert not errors and not any(t.is_alive() for t in threads)
-    by_md = {name: [r for r in read_records(tmp_path / f"{name}.csv") if not r.warmup]
+    by_md = {name: [r for r in read_records(tmp_path / f"{workers}-{name}.csv") if not r.warmup]
              for name in ("md1", "md2")}
     for name, records in by_md.items():
         assert len(records) == n and all(r.status == "ok" and r.md == name for r in records)
@@ -108,9 +106,18 @@ def test_one_worker_queues_the_second_of_two_simultaneous_frames(profile, frames
                 + round(r.es_proc * 1e9)
             assert abs(parts - round(r.total * 1e9)) <= 3  # rounding of four floats only
             assert r.es_proc >= 0.2  # the profile's ES time, on the worker
-    for a, b in zip(by_md["md1"], by_md["md2"]):
-        # the ES serves 0.2 s per frame; frames captured together: one waits ~0.2 s
-        assert max(a.es_queue, b.es_queue) > 0.1 and min(a.es_queue, b.es_queue) < 0.05
+    return by_md
+
+
+def test_one_worker_queues_one_mds_frame_behind_the_others(profile, frames, tmp_path):
+    """k=1, 0.2 s a frame, two MDs sending back to back: each frame finds the other MD's frame
+    on the one worker and waits for it; with k=2 nothing waits. Parts add up exactly."""
+    one = _two_mds(profile, frames, tmp_path, workers=1)
+    for records in one.values():
+        assert sorted(r.es_queue for r in records)[len(records) // 2] > 0.1
+        assert all(r.total >= r.es_queue + 0.2 for r in records)
+    two = _two_mds(profile, frames, tmp_path, workers=2)
+    assert max(r.es_queue for records in two.values() for r in records) < 0.05
 
 
 # ------------------------------------------------------------------ busy MD: drop or queue
@@ -147,3 +154,54 @@ def test_busy_policy_and_deadline_are_checked():
         HeadSettings(config=_config("md-only"), busy_policy="skip")
     with pytest.raises(ValueError, match="deadline_s: expected a positive number"):
         HeadSettings(config=_config("md-only"), deadline_s=0)
+
+
+# ------------------------------------------------------------------ scenario keys
+
+
+def _scenario(**top):
+    from testbed.scenario import parse_scenario
+
+    data = {"name": "cell", "lab": "emulated", "link": {"kind": "wifi", "preset": "wifi-80211g"},
+            "configurations": ["es-only"], "model": MODEL, **top}
+    return parse_scenario(data, source="cell.yaml")
+
+
+def _problems(**top):
+    from testbed.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError) as err:
+        _scenario(**top)
+    return str(err.value)
+
+
+def test_a_cell_expands_to_md_hosts_and_steps_per_number_of_mds():
+    from testbed.orchestrator import plan_steps
+    from testbed.scenario import parse_scenario, scenario_to_dict
+
+    s = _scenario(cell={"mds": 4, "busy_policy": "drop", "deadline_ms": 200},
+                  es={"workers": 1}, capture_rate_hz=15, sweep={"mds": [1, 4]})
+    assert [h.name for h in s.by_role("md")] == ["md1", "md2", "md3", "md4"]
+    assert [(st.id, st.mds) for st in plan_steps(s)] == [("L0-m1-r0-es-only", 1),
+                                                         ("L0-m4-r0-es-only", 4)]
+    assert parse_scenario(scenario_to_dict(s)) == s
+    assert [st.id for st in plan_steps(_scenario())] == ["L0-r0-es-only"]  # ids as before
+
+
+@pytest.mark.parametrize("top, expected", [
+    ({"capture_rate_hz": 0}, "cell.yaml: capture_rate_hz: expected a number > 0, got 0"),
+    ({"cell": {"deadline_ms": -5}}, "cell.yaml: cell.deadline_ms: expected a number > 0, got -5"),
+    ({"cell": {"busy_policy": "skip"}}, "cell.yaml: cell.busy_policy: expected one of"),
+    ({"cell": {"mds": 300}}, "cell.yaml: cell.mds: expected at most 254 MDs: the emulated lab's "
+                             "address plan has 255 station addresses and 1 go to ext hosts, got "
+                             "more MDs than addresses (300)"),
+    ({"cell": {"mds": 2}, "sweep": {"mds": [1, 4]}},
+     "cell.yaml: sweep.mds[1]: expected at most cell.mds (2) MDs, got 4"),
+    ({"sweep": {"mds": [2, 2]}}, "cell.yaml: sweep.mds: expected distinct numbers of MDs"),
+    ({"es": {"workers": 0}}, "cell.yaml: es.workers: expected an integer >= 1, got 0"),
+])
+def test_cell_keys_are_checked(top, expected):
+    if "sweep" not in top:
+        top = {**top, "hosts": [{"name": "md", "role": "md"}, {"name": "es", "role": "es"},
+                                {"name": "ap", "role": "ap"}, {"name": "ext", "role": "ext"}]}
+    assert expected in _problems(**top)

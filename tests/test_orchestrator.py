@@ -87,7 +87,7 @@ def test_sweep_writes_a_complete_result_folder(sweep):
     assert not (out / "private").exists(), "per-run keys must not outlive the lab"
     records = list(read_records(out / "frames.csv"))
     assert {r.step for r in records} == {"L0-r0-ec", "L4-r0-ec"}
-    assert all(r.status == "ok" and abs(r.md_proc + r.comm + r.es_proc - r.total) < 1e-3
+    assert all(r.status == "ok" and abs(r.md_proc + r.comm + r.es_queue + r.es_proc - r.total) < 1e-3
                for r in records)
     assert len(records) == 2 * (3 + 1)
     assert _leftovers(out) == []
