@@ -35,6 +35,7 @@ from analysis.tables import P90_MIN_FRAMES, P99_MIN_FRAMES, load_order  # noqa: 
 COMPONENT_STYLE = {  # stacked from the bottom in this order
     "md_proc": ("MD processing", "#4C72B0"),
     "comm": ("Communication", "#DD8452"),
+    "es_queue": ("ES queueing", "#CCB974"),  # runs before tails reported it: not drawn
     "es_proc": ("ES processing", "#55A868"),
 }
 CONFIG_COLORS = {
@@ -129,6 +130,8 @@ def fig_components(frames: pd.DataFrame, sharey: bool = True) -> Figure:
         x = np.arange(len(loads))
         bottom = np.zeros(len(loads))
         for comp, (label, color) in COMPONENT_STYLE.items():
+            if frames[comp].isna().all():
+                continue
             means = np.array([np.nan_to_num(sub.loc[sub["load"] == ld, comp].mean()) for ld in loads]) * scale
             ax.bar(x, means, 0.6, bottom=bottom, color=color, label=label)
             bottom += means

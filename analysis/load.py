@@ -32,7 +32,8 @@ from testbed.records import SCHEMA_VERSION, FrameRecord
 
 MANIFEST = "manifest.json"
 FRAMES = "frames.csv"
-COMPONENTS = ("md_proc", "comm", "es_proc", "total")
+COMPONENTS = ("md_proc", "comm", "es_queue", "es_proc", "total")
+"""Delay components; ``es_queue`` is empty (NaN) in folders written before tails reported it."""
 
 LOOPBACK_STEP = "loopback"
 LOOPBACK_LABEL = "loopback"
@@ -47,6 +48,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "split": "", "n_ch": np.nan, "image_id": "", "predicted": np.nan, "step": "",
     "load_mbit": np.nan, "load_achieved_mbit": np.nan, "repetition": 0, "capture_ns": 0,
     "md_compute": "real", "es_compute": "", "compute_overrun": "",
+    "es_queue": np.nan, "md": "", "md_wait": np.nan, "deadline_met": "",
 }
 
 SWEEP_KEYS = ("run_id", "scenario", "steps")
@@ -179,7 +181,8 @@ def read_frames(folder: Path | str) -> pd.DataFrame:
 
 _NUMERIC = (
     "n_ch", "frame_id", "payload_bytes", "wire_bytes", "md_proc", "es_proc", "comm", "total",
-    "predicted", "load_mbit", "load_achieved_mbit", "repetition", "capture_ns",
+    "predicted", "load_mbit", "load_achieved_mbit", "repetition", "capture_ns", "es_queue",
+    "md_wait",
 )
 
 

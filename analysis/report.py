@@ -25,6 +25,7 @@ import pandas as pd
 from analysis import conditions, paper
 from analysis.analytic import crossing_text
 from analysis.analytic_figures import build_pairs, write_analytic_figures
+from analysis.cells import write_cells
 from analysis.comm_report import write_breakdown
 from analysis.figures import FIGURES, write_figures
 from analysis.load import Results, file_label, load_results
@@ -334,6 +335,20 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
                     ("comm_parts_vs_load", "Parts of comm vs competing load"),
                     ("comm_variance_share", "Share of comm's variance per part"),
                     ("comm_timeline", "One frame's packets on both sides of the bottleneck"))]))
+    cell_runs = {run: write_cells(results.paths[run], fig_dir, tab_dir,
+                                  file_label(run) if many else "") for run in labels}
+    if any(cell_runs.values()):
+        parts.append("<h2>Cells: deadlines, capacity and fairness</h2>")
+        for run, c in cell_runs.items():
+            if c is None:
+                continue
+            figures.update({k + (f"-{file_label(run)}" if many else ""): v
+                            for k, v in c.figures.items()})
+            tables.update(c.tables)
+            parts.append((f"<h3>{_e(run)}</h3>" if many else "")
+                         + _figure(c.figures["cell_miss_vs_load"],
+                                   f"Deadline-miss probability vs competing load — {run}")
+                         + c.html)
     parts.append("<h2>Loads: asked and achieved</h2>")
     parts += [f"<h3>{_e(run)}</h3>" + _steps_table(results, run) for run in labels]
     parts.append("<p class='note'>Highlighted: achieved load more than 10% off the asked one, or a "

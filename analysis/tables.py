@@ -33,7 +33,7 @@ P99_MIN_FRAMES = 100
 P90_MIN_FRAMES = 10
 LOAD_TOLERANCE_PCT = 10.0
 COMPONENT_TITLES = {"md_proc": "MD processing", "es_proc": "ES processing",
-                    "comm": "Communication", "total": "Total"}
+                    "comm": "Communication", "es_queue": "ES queueing", "total": "Total"}
 FLAG_TEXT = {
     "p99<100": f"p99 from fewer than {P99_MIN_FRAMES} frames",
     "p90<10": f"p90 from fewer than {P90_MIN_FRAMES} frames",

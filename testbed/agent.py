@@ -160,7 +160,10 @@ def serve(control: Path, accept_timeout_s: float = ACCEPT_TIMEOUT_S) -> int:
                 return 3
         with conn:
             conn.settimeout(None)
-            _serve_connection(conn, token, HeadAgent())
+            try:
+                _serve_connection(conn, token, HeadAgent())
+            except OSError as exc:  # the controller went away while we answered
+                log.info("control connection ended: %s", exc)
     finally:
         control.unlink(missing_ok=True)
     log.info("head agent %d exiting", os.getpid())

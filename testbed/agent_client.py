@@ -54,10 +54,11 @@ class AgentHandle:
 
     @classmethod
     def start(cls, host: Host, python: str, workdir: str, name: str,
-              timeout: float = START_TIMEOUT_S) -> "AgentHandle":
+              timeout: float = START_TIMEOUT_S, prefix: Sequence[str] = ()) -> "AgentHandle":
+        """Start ``testbed agent`` (after ``prefix``: e.g. joining a cpuset) and greet it."""
         control = f"{workdir}/{name}.ctl"
         host.run(["rm", "-f", control], timeout=10)
-        process = host.start([python, "-m", "testbed", "agent", "--control", control,
+        process = host.start([*prefix, python, "-m", "testbed", "agent", "--control", control,
                               "--accept-timeout", str(int(timeout))], name, workdir)
         try:
             port, token = cls._wait_control(host, process, control, timeout)

@@ -396,6 +396,7 @@ def cmd_doctor(args) -> int:
     from testbed.emulated import default_radios
     from testbed.lab.backends import choose as choose_backend
     from testbed.lab import preflight
+    from testbed.lab import cpuset
     from testbed.lab.capabilities import detect
 
     caps = detect()
@@ -413,6 +414,7 @@ def cmd_doctor(args) -> int:
     if choice["backend"] == "vm":
         on, why = default_radios(choice["accel"])
         print(f"WiFi links in the VM, `hwsim` unset: {'on' if on else 'off'} ({why})")
+    print(f"CPU isolation of real processing (md, es): {cpuset.describe_here(['md', 'es'])}")
     missing = [name for name in [*preflight.needed(emulated=True, backend=choice["backend"],
                                                    needs_load=True), "results_dir"]
                if not checks[name].available]

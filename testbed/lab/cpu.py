@@ -72,7 +72,7 @@ class CpuGroup:
         return d
 
 
-def _mounts() -> list[tuple[str, str, str]]:
+def mounts() -> list[tuple[str, str, str]]:
     """(mountpoint, fstype, options) of every mount of this process's mount namespace."""
     out = []
     try:
@@ -88,25 +88,30 @@ def _mounts() -> list[tuple[str, str, str]]:
 
 
 def cgroup2_root() -> str | None:
-    for mnt, fstype, _ in _mounts():
+    for mnt, fstype, _ in mounts():
         if fstype == "cgroup2":
             return mnt
     return None
 
 
-def cgroup1_cpu_root() -> str | None:
-    for mnt, fstype, opts in _mounts():
-        if fstype == "cgroup" and "cpu" in opts.split(","):
+def cgroup1_root(controller: str) -> str | None:
+    """The cgroup v1 hierarchy ``controller`` (cpu, cpuset) is bound to, if any."""
+    for mnt, fstype, opts in mounts():
+        if fstype == "cgroup" and controller in opts.split(","):
             return mnt
     return None
 
 
-def _read(path: str) -> str:
+def cgroup1_cpu_root() -> str | None:
+    return cgroup1_root("cpu")
+
+
+def read_file(path: str) -> str:
     with open(path) as fh:
         return fh.read()
 
 
-def _write(path: str, text: str) -> None:
+def write_file(path: str, text: str) -> None:
     with open(path, "w") as fh:
         fh.write(text)
 
@@ -118,7 +123,7 @@ def detect_cpu_support() -> CpuSupport:
     v2_detail = "no cgroup2 mount"
     if v2:
         try:
-            ctrls = _read(os.path.join(v2, "cgroup.controllers")).split()
+            ctrls = read_file(os.path.join(v2, "cgroup.controllers")).split()
             v2_cpu = "cpu" in ctrls
             v2_detail = f"cgroup2 at {v2}, controllers: {' '.join(ctrls) or '(none)'}"
         except OSError as e:
@@ -167,9 +172,9 @@ def detect_cpu_support() -> CpuSupport:
 def _enable_cpu_in(path: str) -> bool:
     """Ensure ``+cpu`` in ``path/cgroup.subtree_control``; True if this call enabled it."""
     ctl = os.path.join(path, "cgroup.subtree_control")
-    if "cpu" in _read(ctl).split():
+    if "cpu" in read_file(ctl).split():
         return False
-    _write(ctl, "+cpu")
+    write_file(ctl, "+cpu")
     return True
 
 
@@ -204,17 +209,17 @@ def create_group(
         os.makedirs(run_dir, exist_ok=True)
         _enable_cpu_in(run_dir)
         os.makedirs(path, exist_ok=True)
-        _write(os.path.join(path, "cpu.max"), f"{quota} {period_us}")
-        got = _read(os.path.join(path, "cpu.max")).split()
+        write_file(os.path.join(path, "cpu.max"), f"{quota} {period_us}")
+        got = read_file(os.path.join(path, "cpu.max")).split()
         if got != [str(quota), str(period_us)]:
             raise RuntimeError(f"cpu.max of {path} reads {got}, wanted {quota} {period_us}")
     else:
         os.makedirs(path, exist_ok=True)
         # period first: the quota is checked against it
-        _write(os.path.join(path, "cpu.cfs_period_us"), str(period_us))
-        _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
-        got_q = int(_read(os.path.join(path, "cpu.cfs_quota_us")))
-        got_p = int(_read(os.path.join(path, "cpu.cfs_period_us")))
+        write_file(os.path.join(path, "cpu.cfs_period_us"), str(period_us))
+        write_file(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+        got_q = int(read_file(os.path.join(path, "cpu.cfs_quota_us")))
+        got_p = int(read_file(os.path.join(path, "cpu.cfs_period_us")))
         if (got_q, got_p) != (quota, period_us):
             raise RuntimeError(f"{path}: quota/period read back {got_q}/{got_p}")
     return CpuGroup(run_id, host, path, support.backend or "", fraction, quota, period_us, notes)
@@ -223,19 +228,20 @@ def create_group(
 def add_pid(group: CpuGroup | str, pid: int) -> None:
     """Move process ``pid`` (all its threads) into the group."""
     path = group.path if isinstance(group, CpuGroup) else group
-    _write(os.path.join(path, "cgroup.procs"), str(int(pid)))
+    write_file(os.path.join(path, "cgroup.procs"), str(int(pid)))
 
 
 def group_pids(path: str) -> list[int]:
     try:
-        return [int(x) for x in _read(os.path.join(path, "cgroup.procs")).split()]
+        return [int(x) for x in read_file(os.path.join(path, "cgroup.procs")).split()]
     except OSError:
         return []
 
 
 def owned_run_dirs(run_id: str | None = None) -> list[str]:
-    """Existing ``testbed-<runid>`` directories in every cgroup hierarchy we use."""
-    roots = {r for r in (cgroup2_root(), cgroup1_cpu_root()) if r}
+    """Existing ``testbed-<runid>`` directories in every cgroup hierarchy we use (CPU caps,
+    cpusets: ``testbed.lab.cpuset``)."""
+    roots = {r for r in (cgroup2_root(), cgroup1_cpu_root(), cgroup1_root("cpuset")) if r}
     found = []
     for root in sorted(roots):
         try:
