@@ -22,16 +22,18 @@ queues' counters (``step_conditions``).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from testbed.devices import REAL
 from testbed.hosts.keys import RunKeys
 from testbed.hosts.remote import Host, HostAccess
 from testbed.lab.sshd import SshdInstance
 from testbed.hostset import HostSetBase
-from testbed.lab import backends, capabilities, management, runs
+from testbed.lab import backends, capabilities, cpuset, management, runs
 from testbed.lab.base import LabSetup
 from testbed.lab.plan import HostPlan, LabPlan
 from testbed.scenario import Scenario
@@ -105,6 +107,8 @@ class EmulatedHosts(HostSetBase):
         self.workdir = runs.host_workdir(run_id)
         self._hosts: dict[str, Host] = {}
         self._links: list[management.ManagementLink] = []
+        self.isolation: cpuset.Isolation | None = None
+        """CPUs of their own for the hosts that process frames for real (once up)."""
         super().__init__()
 
     def _up(self) -> None:
@@ -122,16 +126,32 @@ class EmulatedHosts(HostSetBase):
         self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         keys = RunKeys.create(private / "keys",
                               [(link.host, link.address, SSH_PORT) for link in self._links])
+        sshd_pids: list[int] = []
         for link in self._links:
             sshd = SshdInstance.from_run_keys(keys, link.host, link.namespace, self.run_dir)
             sshd.start()
             self._stack.callback(sshd.stop)
             self.lab.add_to_cpu_group(link.host, sshd.pid)
+            sshd_pids.append(sshd.pid)
             host = Host(HostAccess.from_run_keys(keys, link.host, python=self.python))
             host.connect()
             self._stack.callback(host.close)
             self._hosts[link.host] = host
+        self._isolate(sshd_pids)
         log.info("emulated lab %s up: %s", self.run_id, ", ".join(names))
+
+    def _isolate(self, sshd_pids: list[int]) -> None:
+        """CPUs of their own for the md/es hosts with ``compute: real`` where this machine has
+        enough (``testbed.lab.cpuset``); every sshd, the AP's helper process (QEMU, a simulator)
+        and this process go to the rest. The groups go with the run's other cgroups."""
+        processing = [h.name for h in self.scenario.members()
+                      if h.role in ("md", "es") and h.compute == REAL]
+        plan = cpuset.plan_isolation(cpuset.usable_cpus(), processing)
+        self.isolation = cpuset.apply_isolation(self.run_id, plan)
+        log.info("CPU isolation: %s", self.isolation.reason)
+        helpers = [getattr(getattr(self.lab, attr, None), "pid", None) for attr in ("vm", "proc")]
+        for pid in [*sshd_pids, os.getpid(), *filter(None, helpers)]:
+            cpuset.move_to(self.isolation, cpuset.REST, pid)
 
     def host(self, name: str) -> Host:
         return self._hosts[name]
@@ -149,6 +169,7 @@ class EmulatedHosts(HostSetBase):
             "management": [vars(link) for link in self._links],
             "ssh": "one sshd per namespace on its management address, per-run keys, pinned host keys",
             "python": self.python,
+            "cpu_isolation": self.isolation.to_dict() if self.isolation else None,
         }
         if self.backend.manifest_key:
             out[self.backend.manifest_key] = self.lab.describe()

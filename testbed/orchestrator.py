@@ -29,6 +29,7 @@ from testbed.configs import Configuration
 from testbed.devices import compute_argv, compute_manifest
 from testbed.hosts.remote import Host
 from testbed.hostset import HostSet
+from testbed.lab import cpuset
 from testbed.records import DROPPED_BUSY, RecordWriter, read_records
 from testbed.resultdir import FRAMES, MANIFEST, now_utc, software_versions, write_json
 from testbed.scenario import Scenario, parse_scenario, scenario_to_dict
@@ -39,11 +40,6 @@ TAIL_PORT = 5500
 IPERF_PORT = 5201
 FRAME_TIMEOUT_S = 60.0
 """Upper bound of one frame's time, used only to bound waits (never to judge results)."""
-
-
-def _threads(host) -> list[str]:
-    """``--threads N`` when the scenario sets a torch thread count for ``host``."""
-    return ["--threads", str(host.torch_threads)] if host.torch_threads else []
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ class Orchestrator:
             versions=software_versions(),
             lab=self.hosts.manifest(),
             cpu_caps={h.name: getattr(h, "cpu", None) for h in self.scenario.members()},
-            torch_threads={h.name: h.torch_threads for h in self.scenario.members()},
+            torch_threads={h.name: self._thread_count(h) for h in self.scenario.members()},
             compute=compute_manifest(self.scenario.members()),
             status="running",
         )
@@ -162,6 +158,25 @@ class Orchestrator:
     def _argv(self, *args: str) -> list[str]:
         return [self.hosts.python, "-m", "testbed", *args]
 
+    def _isolation(self) -> cpuset.Isolation | None:
+        """The host set's CPU isolation, if it offers one (the emulated lab)."""
+        return getattr(self.hosts, "isolation", None)
+
+    def _thread_count(self, host) -> int | None:
+        """Torch threads of ``host``: the scenario's, else as many as the CPUs of its own
+        (isolated real processing), else None (torch's choice)."""
+        isolation = self._isolation()
+        return host.torch_threads or (isolation.threads(host.name) if isolation else None)
+
+    def _threads(self, host) -> list[str]:
+        n = self._thread_count(host)
+        return ["--threads", str(n)] if n else []
+
+    def _pinned(self, host) -> list[str]:
+        """The prefix that starts a processing process on ``host``'s own CPUs ([] if none)."""
+        isolation = self._isolation()
+        return cpuset.join_argv(isolation, host.name) if isolation else []
+
     def _start_tail(self):
         es = self.hosts.host(self.es.name)
         argv = self._argv(
@@ -170,10 +185,10 @@ class Orchestrator:
             "--max-message-bytes", str(self.scenario.limits.max_message_bytes),
             *(["--max-inferences", str(self.scenario.es.workers)] if self.scenario.es.workers
               else []),
-            *_threads(self.es), *compute_argv(self.es),
+            *self._threads(self.es), *compute_argv(self.es),
             *checkpoint_argv(self.scenario.configurations),
         )
-        return es.start(argv, "tail", self.hosts.workdir)
+        return es.start([*self._pinned(self.es), *argv], "tail", self.hosts.workdir)
 
     def _wait_for_tail(self, timeout: float = 120.0) -> None:
         """Probe the tail from every MD, through the AP: proves routing before any frame."""
@@ -320,7 +335,7 @@ class Orchestrator:
             "--config-json", json.dumps(step.config.to_dict()),
             "--frames", str(self.scenario.frames), "--warmup", str(self.scenario.warmup),
             "--images", str(self.scenario.images), "--records", self._records_path(step, md),
-            *_threads(self.md), "--seed", str(self.scenario.seed),
+            *self._threads(self.md), "--seed", str(self.scenario.seed),
             "--run-id", self.hosts.run_id, "--step", step.id, "--load", f"{step.load_mbit:g}",
             "--repetition", str(step.repetition), *compute_argv(md), "--md-name", md.name,
             "--busy-policy", self.scenario.cell.busy_policy,
@@ -345,7 +360,8 @@ class Orchestrator:
                 self._drop_agent(md.name)
         self._agents_started += 1
         agent = AgentHandle.start(self.hosts.host(md.name), self.hosts.python,
-                                  self.hosts.workdir, f"{md.name}-agent-{self._agents_started}")
+                                  self.hosts.workdir, f"{md.name}-agent-{self._agents_started}",
+                                  prefix=self._pinned(md))
         self.agents[md.name] = agent
         return agent
 
