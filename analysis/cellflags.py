@@ -6,8 +6,9 @@ flags (``analysis.tables``). A cell is flagged when, in any of its steps:
 - ``cpu-saturated``: a host's 1-min load average exceeded its cores (processing times describe
   this machine's contention, not the device);
 - ``load-missed``: the competing load achieved missed the one asked by more than the tolerance;
-- ``few-frames``: fewer frames were measured than the scenario asked for (failed frames or a
-  failed step).
+- ``few-frames``: fewer frames were measured than the scenario asked for, every MD of a cell
+  counted (failed frames or a failed step; frames a camera-paced MD dropped by its busy policy
+  are accounted for, not missing).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class CellFlag:
 def flag_cells(results: Results, frames_per_step: int) -> list[CellFlag]:
     """Flagged cells of one run, in step order; unflagged cells are omitted.
 
-    ``frames_per_step``: the measured frames a step asks for (the scenario's ``frames``).
+    ``frames_per_step``: the measured frames a step asks of each MD (the scenario's ``frames``).
     """
     measured_by_cell = results.frames.groupby(["config", "load"]).size()
     out = []
@@ -54,7 +55,8 @@ def flag_cells(results: Results, frames_per_step: int) -> list[CellFlag]:
             achieved = worst["load_achieved_mbit"]
             got = "nothing measured" if math.isnan(achieved) else f"{achieved:.3g} Mbit/s"
             found["load-missed"] = f"load-missed ({got} of {worst['load_asked_mbit']:g})"
-        measured, asked = int(measured_by_cell.get((config, load), 0)), frames_per_step * len(g)
+        measured = int(measured_by_cell.get((config, load), 0)) + int(g["dropped_frames"].sum())
+        asked = frames_per_step * int(g["mds"].sum())
         if measured < asked:
             found["few-frames"] = f"few-frames ({measured} of {asked})"
         late = g[g["medium_flags"].fillna("").str.contains("ns3-late", regex=False)]

@@ -206,7 +206,7 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
                              load_error_pct=np.nan, repetition=0, status=status,
                              frames=len(sub), failed_frames=int((sub["status"] != "ok").sum()),
                              wall_s=np.nan, saturated_hosts="", load1_max=np.nan,
-                             medium_flags="", ns3_late_p99_ms=np.nan))
+                             medium_flags="", ns3_late_p99_ms=np.nan, mds=1, dropped_frames=0))
     else:
         for step_id, s in manifest.get("steps", {}).items():
             asked = _num(s.get("load_asked_mbit"))
@@ -227,7 +227,9 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
                              wall_s=_num(s.get("wall_s")), saturated_hosts=",".join(saturated),
                              load1_max=max(loads) if loads else np.nan,
                              medium_flags=",".join(medium.get("flags") or []),
-                             ns3_late_p99_ms=_num((medium.get("lateness") or {}).get("p99_ms"))))
+                             ns3_late_p99_ms=_num((medium.get("lateness") or {}).get("p99_ms")),
+                             mds=int(s.get("mds") or 1),
+                             dropped_frames=int(s.get("dropped_frames") or 0)))
     steps = pd.DataFrame(rows, columns=_STEP_COLUMNS)
     steps.insert(0, "run", label)
     steps["load"] = [load_label(x) for x in steps["load_asked_mbit"]]
@@ -236,7 +238,7 @@ def _steps_of(label: str, manifest: dict[str, Any], raw: pd.DataFrame) -> pd.Dat
 
 _STEP_COLUMNS = ["step", "config", "load_asked_mbit", "load_achieved_mbit", "load_error_pct",
                  "repetition", "status", "frames", "failed_frames", "wall_s", "saturated_hosts",
-                 "load1_max", "medium_flags", "ns3_late_p99_ms"]
+                 "load1_max", "medium_flags", "ns3_late_p99_ms", "mds", "dropped_frames"]
 
 
 def _num(value) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 from analysis.stats import Stats
 from testbed.records import FrameRecord
 
-COMPONENTS = ("md_proc", "comm", "es_proc", "total")
+COMPONENTS = ("md_proc", "comm", "es_queue", "es_proc", "total")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from analysis.cellflags import flag_cells
 from analysis.load import load_results
@@ -79,3 +80,13 @@ def test_demo_to_a_file_gets_plain_lines_not_bar_redraws(tmp_path):
     assert proc.returncode == 0, text
     assert "\r" not in text
     assert "es-only: 1 warm-up + 2 frames" in text
+
+
+def test_a_cell_counts_every_md_and_its_dropped_frames():
+    """Frames a camera-paced MD dropped by its busy policy are accounted for; each MD asks for
+    the scenario's frames (the fixture's steps ran 1 and 2 MDs at 60 frames each)."""
+    results = load_results(Path(__file__).parent / "fixtures" / "cell_run")
+    assert results.steps["dropped_frames"].sum() > 0
+    assert not any("few-frames" in f.flags for f in flag_cells(results, 60))
+    (short,) = [f for f in flag_cells(results, 61) if "few-frames" in f.flags]
+    assert short.detail.endswith("few-frames (180 of 183)")
