@@ -145,7 +145,7 @@ def _summary(results: Results, stats: pd.DataFrame) -> str:
         if not bad.empty:
             out.append(f'<div class="warn"><b>{_e(run)}: steps not ok</b><ul>' + "".join(
                 f"<li>{_e(r.step)}: {_e(r.status)}</li>" for r in bad.itertuples()) + "</ul></div>")
-    counts = {k: int(stats["flags"].str.contains(k, regex=False).sum()) for k in FLAG_TEXT}
+    counts = {k: int(stats["flags"].astype(str).str.contains(k, regex=False).sum()) for k in FLAG_TEXT}
     flagged = ", ".join(f"{v} cells {k} ({FLAG_TEXT[k]})" for k, v in counts.items() if v)
     out.append(f'<p class="note">Validity flags: {_e(flagged or "none")}.</p>')
     return "".join(out)

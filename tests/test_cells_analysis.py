@@ -90,3 +90,24 @@ def test_a_run_without_deadlines_has_no_cell_section(tmp_path):
     fixture = Path(__file__).parent / "fixtures" / "analysis"
     folder = next(p for p in fixture.iterdir() if (p / "frames.csv").exists())
     assert write_cells(folder, tmp_path / "f", tmp_path / "t") is None
+
+
+def test_a_run_whose_every_frame_was_dropped_still_gets_its_report(tmp_path):
+    from analysis.report import write_report
+
+    folder = tmp_path / "all-dropped"
+    folder.mkdir()
+    for name in ("manifest.json",):
+        (folder / name).write_bytes((RUN / name).read_bytes())
+    with (RUN / "frames.csv").open(newline="") as src, (folder / "frames.csv").open("w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            if row["warmup"] == "False":
+                row["status"] = "dropped: md busy"
+            writer.writerow(row)
+    files = write_report(folder, tmp_path / "report", analytic=False)
+    assert files.html.exists()
+    capacity = pd.read_csv(files.tables["cell_capacity.csv"])
+    assert (capacity["capacity_mds"] == 0).all()
