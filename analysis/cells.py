@@ -33,7 +33,8 @@ import pandas as pd  # noqa: E402
 
 from analysis.figures import save  # noqa: E402
 from analysis.load import read_frames  # noqa: E402
-from analysis.tables import to_markdown  # noqa: E402
+from analysis.htmltable import html_table  # noqa: E402
+from analysis.tables import write_csv_md  # noqa: E402
 from testbed.records import DROPPED_BUSY  # noqa: E402
 
 TARGET = 0.99
@@ -143,22 +144,6 @@ class CellsOutput:
     capacity: pd.DataFrame
 
 
-def _write_table(df: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv, md = out / f"{name}.csv", out / f"{name}.md"
-    df.to_csv(csv, index=False)
-    md.write_text(to_markdown(df, caption, index=False))
-    return [csv, md]
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            "</table></div>")
-
-
 CAPTIONS = {
     "cell_misses": "Deadline misses per configuration, competing load and number of MDs "
                    "(measured frames; dropped and failed frames count as misses).",
@@ -182,7 +167,7 @@ def write_cells(folder: Path | str, fig_dir: Path, tab_dir: Path,
              "cell_fairness": fairness_table(df)}
     tables: dict[str, Path] = {}
     for name, table in built.items():
-        for path in _write_table(table, tab_dir, name + suffix, CAPTIONS[name]):
+        for path in write_csv_md(table, tab_dir, name + suffix, CAPTIONS[name]):
             tables[path.name] = path
     figures = {"cell_miss_vs_load": save(fig_miss_vs_load(miss), fig_dir,
                                          "cell_miss_vs_load" + suffix)}
@@ -190,5 +175,5 @@ def write_cells(folder: Path | str, fig_dir: Path, tab_dir: Path,
     for name, title in (("cell_capacity", "Capacity"), ("cell_misses", "Deadline misses"),
                         ("cell_fairness", "Fairness across MDs")):
         body += [f"<h3>{title}</h3>", f"<p class='note'>{html.escape(CAPTIONS[name])}</p>",
-                 _html_table(built[name])]
+                 html_table(built[name])]
     return CellsOutput("\n".join(body), figures, tables, built["cell_capacity"])

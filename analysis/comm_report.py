@@ -27,7 +27,8 @@ import pandas as pd  # noqa: E402
 from analysis import comm_parts  # noqa: E402
 from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
 from analysis.figures import save  # noqa: E402
-from analysis.tables import to_markdown  # noqa: E402
+from analysis.htmltable import html_table  # noqa: E402
+from analysis.tables import write_csv_md  # noqa: E402
 from testbed.records import read_records  # noqa: E402
 
 PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "fixed": "#7f7f7f",
@@ -197,21 +198,6 @@ class BreakdownOutput:
     tables: dict[str, Path]
 
 
-def _write_table(df: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv, md = out / f"{name}.csv", out / f"{name}.md"
-    df.to_csv(csv, index=False)
-    md.write_text(to_markdown(df, caption, index=False))
-    return [csv, md]
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-
-
 CAPTION = (f"Parts of comm from the packet captures (ms, unflagged measured frames). A frame is "
            f"flagged when its parts miss comm by more than {TOLERANCE_S * 1e3:g} ms or a stack "
            "part is negative; see docs/comm-breakdown.md.")
@@ -235,7 +221,7 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
             ("comm_variance", variance_table(df), "Share of var(comm) per part (cov/var)."),
             ("tcp_events", tcp_events_table(df), "Retransmissions and stalls per frame."),
             ("comm_frames", df.drop(columns=["load"]), "Every measured frame's parts (ms).")):
-        for path in _write_table(table, tab_dir, name + suffix, caption):
+        for path in write_csv_md(table, tab_dir, name + suffix, caption):
             tables[path.name] = path
     figures = {
         "comm_parts_vs_load": save(fig_parts_vs_load(df), fig_dir, "comm_parts_vs_load" + suffix),
@@ -249,8 +235,8 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
                                         "comm_timeline" + suffix)
     flagged = int((df["flag"] != "").sum())
     body = [f"<p class='note'>{html.escape(CAPTION)} Flagged: {flagged} of {len(df)} frames.</p>",
-            "<h3>Mean parts per configuration and load</h3>", _html_table(parts_table(df)),
+            "<h3>Mean parts per configuration and load</h3>", html_table(parts_table(df)),
             "<h3>Share of comm's variance explained by each part</h3>",
-            _html_table(variance_table(df)),
-            "<h3>Retransmissions and stalls</h3>", _html_table(tcp_events_table(df))]
+            html_table(variance_table(df)),
+            "<h3>Retransmissions and stalls</h3>", html_table(tcp_events_table(df))]
     return BreakdownOutput("\n".join(body), figures, tables)

@@ -33,6 +33,7 @@ from analysis.profiles import (DeviceProfile, Payloads, ProfileError, SplitShare
                                paper_payloads, read_profile, result_payloads, shares_from_profile,
                                shares_from_table5)
 from analysis.devices_report import PAPER_TABLE5_CAPTION, paper_table5, write_paper_table5
+from analysis.htmltable import html_table
 from analysis.tables import (DETAIL_CAPTION, FLAG_TEXT, component_stats, detail_table, table5,
                              table5_caption, write_tables)
 
@@ -94,20 +95,6 @@ def _figure(paths: list[Path] | None, caption: str) -> str:
     return f"<figure>{_img(png, caption)}<figcaption>{_e(caption)} ({links})</figcaption></figure>"
 
 
-def _table(df: pd.DataFrame, index: bool = False, flagged: Sequence[bool] | None = None,
-           numeric: Sequence[str] = ()) -> str:
-    d = df.reset_index() if index else df
-    head = "".join(f"<th>{_e(c)}</th>" for c in d.columns)
-    rows = []
-    for i, row in enumerate(d.itertuples(index=False)):
-        cls = ' class="flagged"' if flagged is not None and flagged[i] else ""
-        cells = "".join(f'<td class="num">{_e(v)}</td>' if c in numeric else f"<td>{_e(v)}</td>"
-                        for c, v in zip(d.columns, row))
-        rows.append(f"<tr{cls}>{cells}</tr>")
-    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
-            "</tbody></table></div>")
-
-
 def _kv(rows: list[tuple[str, str]]) -> str:
     def cls(k, v):
         bad = ("NOT applied" in k and not v.startswith("nothing")) or "STILL ON" in v or v.startswith("NOT applied")
@@ -134,7 +121,7 @@ def _summary(results: Results, stats: pd.DataFrame) -> str:
         "failed excluded": [int(ex["failed_excluded"].get(r, 0)) for r in runs.index],
         "folder": runs["path"],
     })
-    out = [_table(table, numeric=("measured frames", "warm-up excluded", "failed excluded"))]
+    out = [html_table(table, numeric=("measured frames", "warm-up excluded", "failed excluded"))]
     for run in results.labels:
         missing = conditions.not_applied(results.manifests[run])
         if missing:
@@ -162,7 +149,7 @@ def _steps_table(results: Results, run: str) -> str:
         "max load1": s["load1_max"].map(_num), "saturated hosts": s["saturated_hosts"].replace("", "-"),
     })
     flagged = (s["load_error_pct"].abs() > 10).fillna(False) | s["saturated_hosts"].ne("")
-    return _table(table, flagged=list(flagged), numeric=("load asked [Mbit/s]", "achieved [Mbit/s]",
+    return html_table(table, flagged=list(flagged), numeric=("load asked [Mbit/s]", "achieved [Mbit/s]",
                                                          "error [%]", "frames", "failed", "max load1"))
 
 
@@ -185,7 +172,7 @@ def _comparison_table(stats: pd.DataFrame, labels: list[str]) -> str:
             row[f"{run}: mean ± std [ms]"] = f"{r['mean'] * 1e3:.1f} ± {r['std'] * 1e3:.1f}"
             row[f"{run}: p99 [ms] (n)"] = f"{r['p99'] * 1e3:.1f}{'' if r['p99_ok'] else '†'} ({int(r['n'])})"
         rows.append(row)
-    return _table(pd.DataFrame(rows))
+    return html_table(pd.DataFrame(rows))
 
 
 def _analytic(results: Results, out: Path, profile: DeviceProfile | None,
@@ -293,14 +280,14 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
     for run in labels:
         s = stats[stats["run"] == run]
         t5 = table5(s, run)
-        cells.append(f"<h3>{_e(run)}</h3>" + _table(t5, index=True, numeric=tuple(t5.columns))
+        cells.append(f"<h3>{_e(run)}</h3>" + html_table(t5, index=True, numeric=tuple(t5.columns))
                      + f"<p class='note'>{_e(table5_caption(s, results.subset(run)))}</p>")
     parts += cells  # full width: Table 5 of a sweep is wide
     for run in labels:  # runs that replayed the paper's devices: its Table 5 beside theirs
         vs = paper_table5(stats[stats["run"] == run], results.subset(run).frames)
         if vs is not None:
             parts.append(f"<h3>{_e(run)}: the paper's Table 5 beside this run's</h3>"
-                         + _table(vs, index=True, numeric=tuple(vs.columns))
+                         + html_table(vs, index=True, numeric=tuple(vs.columns))
                          + f"<p class='note'>{_e(PAPER_TABLE5_CAPTION)}</p>")
             tables.update(write_paper_table5(vs, tab_dir, f"-{file_label(run)}" if many else ""))
     parts.append("<h2>Statistics per cell (n, percentiles, validity)</h2>")
@@ -311,7 +298,7 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
         det = detail_table(stats, run)
         serious = list(s["load_missed"] | s["cpu_saturated"])
         parts.append(f"<details open><summary><b>{_e(run)}</b>: {len(det)} cells</summary>"
-                     + _table(det, flagged=serious,
+                     + html_table(det, flagged=serious,
                               numeric=("n", "mean ± std", "p50", "p90", "p99", "min", "max"))
                      + "</details>")
     parts.append("<h2>Figures</h2>")

@@ -252,6 +252,15 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "", index: boo
     return "\n".join(lines) + "\n"
 
 
+def write_csv_md(df: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
+    """``df`` as ``out/name.csv`` and ``out/name.md`` (with ``caption``); the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / f"{name}.csv", out / f"{name}.md"
+    df.to_csv(csv, index=False)
+    md.write_text(to_markdown(df, caption, index=False))
+    return [csv, md]
+
+
 def write_tables(results: Results, out: Path | str, stats: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write the long CSV and, per run, the Table 5 and detail tables as Markdown and LaTeX.
 
