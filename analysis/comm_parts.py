@@ -342,6 +342,10 @@ def step_parts(folder: Path, step: str, record: dict[str, Any], records: list[Fr
     pairs = {id(y): x for x, y in _match(caps.up["bottleneck-in"], caps.up["bottleneck-out"])}
     out = []
     for r, lo, mismatch in frame_ranges(step, records, caps, offset_ns):
+        if lo is None:
+            out.append(FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm,
+                                  flag=mismatch))
+            continue
         try:
             parts = split_frame(r, caps, lo, offset_ns, d_ns, link, pairs)
         except BreakdownError as exc:
@@ -357,20 +361,25 @@ def send_ns(r: FrameRecord, offset_ns: int) -> int:
     return r.capture_ns + round((r.md_proc or 0) * 1e9) + offset_ns
 
 
+NOT_CAPTURED = "not in the capture: the MD sent nothing new after its send start (the capture ended first)"
+
+
 def frame_ranges(step: str, records: list[FrameRecord], caps: StepCaptures,
-                 offset_ns: int) -> list[tuple[FrameRecord, int, str]]:
+                 offset_ns: int) -> list[tuple[FrameRecord, int | None, str]]:
     """(record, first byte, mismatch) of each frame up to the first failed one: frames follow
     each other on the connection; ``mismatch`` says when the first new byte the MD sent after the
-    frame's send start is not where the frame should begin."""
-    out = []
+    frame's send start is not where the frame should begin. From the first frame whose bytes the
+    capture does not hold on, the first byte is ``None`` and ``mismatch`` says why."""
+    out: list[tuple[FrameRecord, int | None, str]] = []
     lo = None
     for r in sorted(records, key=lambda r: r.frame_id):
         if r.status != "ok" or r.comm is None:
             break  # the step ended at a failed frame; later bytes are unknown
-        first = _first_new_byte(caps.up["md"], send_ns(r, offset_ns))
+        first = _first_new_byte(caps.up["md"], send_ns(r, offset_ns)) if (
+            not out or out[-1][1] is not None) else None
         if first is None:
-            raise BreakdownError(f"step {step}: frame {r.frame_id}: the MD sent nothing new "
-                                 "after its send start")
+            out.append((r, None, NOT_CAPTURED))
+            continue
         lo = first.lo if lo is None else lo
         out.append((r, lo, "" if first.lo == lo else
                     f"first new byte after the send start is {first.lo}, expected {lo}"))

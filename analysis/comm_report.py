@@ -152,6 +152,9 @@ def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timelin
     records = [r for r in read_records(folder / "steps" / f"{parts.step}.csv") if r.mode != "LC"]
     r, lo = next((r, lo) for r, lo, _ in comm_parts.frame_ranges(parts.step, records, caps, offset)
                  if r.frame_id == parts.frame_id)
+    if lo is None:
+        raise comm_parts.BreakdownError(
+            f"step {parts.step}: frame {parts.frame_id}: {comm_parts.NOT_CAPTURED}")
     hi = lo + r.wire_bytes
     t_send = comm_parts.send_ns(r, offset)
     t_reply = r.capture_ns + round(r.total * 1e9) + offset

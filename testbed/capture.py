@@ -89,9 +89,13 @@ def capture_points(lab: dict[str, Any], md: str, es: str, router: str) -> list[C
 
 
 def tcpdump_argv(interface: str, path: str, settings: PacketCapture, port: int) -> list[str]:
-    """Headers only, nanosecond stamps, written per packet (-U), no privilege drop (-Z root:
-    the file is in a root-owned folder), no name lookups, only the head<->tail stream."""
-    return ["tcpdump", "-i", interface, "-s", str(settings.snap_bytes), "-w", path, "-U", "-n",
+    """Headers only, nanosecond stamps, delivered and written per packet (--immediate-mode, -U:
+    without it the kernel hands packets over a buffer block at a time, and a block still open
+    when tcpdump is stopped is lost: the last frame of a step with no other traffic went
+    missing), no privilege drop (-Z root: the file is in a root-owned folder), no name
+    lookups, only the head<->tail stream."""
+    return ["tcpdump", "-i", interface, "-s", str(settings.snap_bytes), "-w", path, "-U",
+            "--immediate-mode", "-n",
             "-Z", "root", "--time-stamp-precision=nano", "-B", "4096", f"tcp port {port}"]
 
 

@@ -70,6 +70,7 @@ def test_captures_are_kept_and_no_tcpdump_stays(tmp_path):
         assert path == out / "captures" / step / f"{point}.pcap.gz"
         assert path.stat().st_size == entry["bytes"] > 0
         assert entry["captured"] > 0 and entry["dropped_by_kernel"] == 0
+        assert entry["captured"] == entry["received_by_filter"]  # nothing left in a kernel buffer
     assert record["clock"]["before"]["reading_ns"] < 1_000_000
     parts = [p for p in run_parts(out) if not p.warmup]
     assert len(parts) == 4

@@ -219,7 +219,7 @@ def test_capture_points_per_backend(manifest):
 def test_tcpdump_argv_and_counts():
     argv = tcpdump_argv("veth0", "/w/x.pcap", PacketCapture(True, 96), 5500)
     assert argv[:5] == ["tcpdump", "-i", "veth0", "-s", "96"] and argv[-1] == "tcp port 5500"
-    assert "--time-stamp-precision=nano" in argv
+    assert "--time-stamp-precision=nano" in argv and "--immediate-mode" in argv
     text = ("tcpdump: listening on veth0\n914 packets captured\n920 packets received by filter\n"
             "6 packets dropped by kernel\n")
     assert tcpdump_counts(text) == {"captured": 914, "received_by_filter": 920,
@@ -274,3 +274,20 @@ def test_uplink_parts_span_send_start_to_last_byte_at_the_es(manifest, parts, re
         walk = p.stall + p.retransmission + p.queue + p.serialization
         assert walk + (p.fixed - es_stack) == pytest.approx(uplink, abs=TOLERANCE_S)
         assert p.reply == pytest.approx(r.comm - uplink - es_stack, abs=1e-6)
+
+
+def test_frames_after_the_capture_ended_are_flagged_and_the_step_kept(manifest, records):
+    """A frame sent after the capture stopped has no packets: it and the frames after it are
+    flagged with the reason; the frames before keep their breakdown."""
+    from dataclasses import replace
+
+    from analysis.comm_parts import NOT_CAPTURED, step_parts
+
+    last = max(records.values(), key=lambda r: r.frame_id)
+    late = [replace(last, frame_id=last.frame_id + k, capture_ns=last.capture_ns + k * 10**12)
+            for k in (1, 2)]
+    link = comm_parts.bottleneck_of(manifest)
+    out = step_parts(FIXTURE, STEP, manifest["steps"][STEP], list(records.values()) + late, link, 5500)
+    flags = {p.frame_id: p.flag for p in out}
+    assert flags[last.frame_id + 1] == flags[last.frame_id + 2] == NOT_CAPTURED
+    assert not any(flags[fid] for fid in records)
