@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 TAIL_PORT = 5500
 IPERF_PORT = 5201
+MIN_LOAD_S = 2.5
+"""The competing load runs at least this long: iperf3 reports per one-second interval, and a
+server whose client stopped before the first interval ended reports nothing received (a short
+step measured 0 Mbit/s)."""
 FRAME_TIMEOUT_S = 60.0
 """Upper bound of one frame's time, used only to bound waits (never to judge results)."""
 
@@ -244,11 +248,14 @@ class Orchestrator:
                                    names, step.id, self.out, TAIL_PORT, record,
                                    networked=step.config.mode != "LC"):
             load = self._start_load(step)
+            load_started = time.monotonic()
             try:
                 if load:
                     time.sleep(self.scenario.sweep.settle_s)
                 frames_s = self._run_head(step, record)
             finally:
+                if load:  # a load stopped before iperf3's first interval ends reports nothing
+                    time.sleep(max(0.0, MIN_LOAD_S - (time.monotonic() - load_started)))
                 achieved = self._stop_load(step, load, record)
         self._collect(step, achieved)
         return frames_s
