@@ -243,6 +243,14 @@ def _pair_opts(p, key: str):
 # ---------------------------------------------------------------------- entry point
 
 
+def _collect(figures: dict, tables: dict, section, run: str | None) -> None:
+    """A report section's figures (suffixed with the run's label when several runs are shown)
+    and tables, into the report's own."""
+    suffix = f"-{file_label(run)}" if run is not None else ""
+    figures.update({k + suffix: v for k, v in section.figures.items()})
+    tables.update(section.tables)
+
+
 def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | None = None,
                  labels: Sequence[str] | None = None, profile: Path | str | None = None,
                  payloads: str = "paper", loads: Sequence[str] | None = None,
@@ -314,9 +322,7 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
         for run, b in breakdowns.items():
             if b is None:
                 continue
-            figures.update({k + (f"-{file_label(run)}" if many else ""): v
-                            for k, v in b.figures.items()})
-            tables.update(b.tables)
+            _collect(figures, tables, b, run if many else None)
             parts.append((f"<h3>{_e(run)}</h3>" if many else "") + b.html + _columns([
                 _figure(b.figures.get(name), f"{caption} — {run}") for name, caption in (
                     ("comm_parts_vs_load", "Parts of comm vs competing load"),
@@ -329,9 +335,7 @@ def write_report(folders: Sequence[Path | str] | Path | str, out: Path | str | N
         for run, c in cell_runs.items():
             if c is None:
                 continue
-            figures.update({k + (f"-{file_label(run)}" if many else ""): v
-                            for k, v in c.figures.items()})
-            tables.update(c.tables)
+            _collect(figures, tables, c, run if many else None)
             parts.append((f"<h3>{_e(run)}</h3>" if many else "")
                          + _figure(c.figures["cell_miss_vs_load"],
                                    f"Deadline-miss probability vs competing load — {run}")
