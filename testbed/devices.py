@@ -23,7 +23,7 @@ splits) and the ES part (``es_*``: JPEG decode + the whole model for es-only, th
 splits; md-only has none). A part is given either by measured samples (``<side>_samples_s``,
 drawn uniformly with replacement) or by a stated distribution (``<side>_dist``):
 
-- ``normal>0``: normal with ``mean_s`` and ``std_s``, redrawn until > 0 (for ``mean ± std``
+- ``normal>0``: normal with ``mean_s`` and ``std_s``, conditioned on > 0 (for ``mean ± std``
   figures whose std is small next to the mean, as in the paper's Table 5);
 - ``lognormal``: lognormal with that mean and std (for skewed times);
 - ``fixed``: always ``mean_s`` (``std_s`` 0 or absent).
@@ -43,9 +43,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from testbed.checks import BAD, Checker, join, ok
@@ -59,7 +59,6 @@ PROFILE_SCHEMA = 2
 SIDES = ("md", "es")
 DISTRIBUTIONS = ("normal>0", "lognormal", "fixed")
 DATA_DIR = Path(__file__).parent / "data" / "devices"
-MAX_REDRAWS = 100
 
 TOP_KEYS = ("kind", "schema", "source", "created", "device", "frames", "warmup", "images", "seed",
             "versions", "note", "derivation", "models")
@@ -82,19 +81,22 @@ class Distribution:
     std_s: float = 0.0
     samples_s: tuple[float, ...] = ()
 
-    def draw(self, rng: random.Random) -> float:
+    def quantile(self, u: float) -> float:
+        """The time at probability ``u`` in [0, 1) (the inverse CDF): a uniform ``u`` gives a
+        draw from the distribution (``samples``: one of them, each with probability 1/n)."""
+        u = min(max(u, 0.0), math.nextafter(1.0, 0.0))
         if self.kind == "samples":
-            return rng.choice(self.samples_s)
+            return sorted(self.samples_s)[int(u * len(self.samples_s))]
         if self.kind == "fixed" or self.std_s == 0:
             return self.mean_s
+        tiny = 1e-12  # the inverse CDF is finite strictly inside (0, 1)
         if self.kind == "lognormal":
             sigma2 = math.log1p((self.std_s / self.mean_s) ** 2)
-            return rng.lognormvariate(math.log(self.mean_s) - sigma2 / 2, math.sqrt(sigma2))
-        for _ in range(MAX_REDRAWS):  # normal>0; mean > 0 is checked, so this ends at once
-            value = rng.gauss(self.mean_s, self.std_s)
-            if value > 0:
-                return value
-        return self.mean_s
+            z = NormalDist().inv_cdf(min(max(u, tiny), 1 - tiny))
+            return math.exp(math.log(self.mean_s) - sigma2 / 2 + math.sqrt(sigma2) * z)
+        normal = NormalDist(self.mean_s, self.std_s)  # normal>0: the normal conditioned on > 0
+        below = normal.cdf(0.0)
+        return max(normal.inv_cdf(min(max(below + u * (1 - below), tiny), 1 - tiny)), 0.0)
 
     def describe(self) -> str:
         if self.kind == "samples":

@@ -12,9 +12,16 @@ If the real work had to run on the critical path (an input not seen before) and 
 the sample, the frame is sent or answered when the work is done, and flagged
 (``compute_overrun``), never silently stretched.
 
-Sampling is seeded: a frame's time is drawn from ``Random(seed|model|configuration|side|frame
-id)``, so a run is reproducible and every load step of a sweep sees the same processing times
-for the same frame ids (differences between steps are the network's).
+Sampling is seeded and stratified. Frame ids are taken in blocks of ``STRATA`` (0-19, 20-39,
+...); within a block each frame gets its own ``1/STRATA`` slice of probability (a permutation
+seeded by ``seed|model|configuration|side|block``) and a uniform point inside it (seeded by the
+same key and the frame id), and its time is the distribution's quantile there (Latin hypercube
+sampling). Each frame's time still follows the profile, but every block covers the
+distribution evenly, so a step's mean and spread match the profile's instead of wandering with
+the luck of the draw: over 100 frames, independent draws of a normal miss its std by more than
+10% in about one seed of seven and by up to 26%; stratified ones by at most 11% in 300 seeds.
+A run is reproducible and every load step of a sweep sees the same processing times for the
+same frame ids (differences between steps are the network's).
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from testbed.devices import DeviceProfile, Distribution, compute_label
 from testbed.images import Frame
 from testbed.models.split import SplitModel
 from testbed.payloads import md_local, md_message
+
+
+STRATA = 20
+"""Frames per block of stratified sampling (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,12 @@ class Pacer:
         return compute_label(self.profile)
 
     def sample_ns(self, frame_id: int) -> int:
-        rng = random.Random(f"{self.seed}|{self.model}|{self.config}|{self.side}|{frame_id}")
-        return max(0, round(self.part.draw(rng) * 1e9))
+        key = f"{self.seed}|{self.model}|{self.config}|{self.side}"
+        block, slot = divmod(frame_id, STRATA)
+        order = list(range(STRATA))
+        random.Random(f"{key}|{block}").shuffle(order)
+        u = (order[slot] + random.Random(f"{key}|{block}|{frame_id}").random()) / STRATA
+        return max(0, round(self.part.quantile(u) * 1e9))
 
 
 def wait_until(deadline_ns: int) -> None:
