@@ -25,7 +25,12 @@ Parts (``FrameParts``), adding up to ``comm`` by construction up to ``residual``
   bottleneck's fixed delay ``D`` (propagation + forwarding: per step, the smallest one-way delay
   minus serialization over all its frame segments) and the ES's stack (last byte at the ES ->
   first reply byte leaving it, minus ``es_proc``);
-- ``reply``: first reply byte leaving the ES -> reply received by the MD's application.
+- ``reply``: first reply byte leaving the ES -> reply received by the MD's application;
+- ``medium``: only where the bottleneck has no nominal rate (the ns3 backend's simulated 802.11g
+  cell: contention, MAC retries and airtime decide how fast it sends, and its two capture points
+  are the MD's and the ES's taps): the frame's time in it beyond the fixed delay (``D`` is then
+  the smallest one-way delay, serialization included), which cannot be split into ``queue`` and
+  ``serialization`` (those stay 0 and ``FrameParts.unsplit`` says why).
 
 The walk over the frame's segments in the order they left the bottleneck keeps a cursor ``c``
 (when the bottleneck last finished a frame segment, ``out - D``): before segment i a gap
@@ -49,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from analysis import comm_cache
 from analysis.pcap_read import CaptureFileError, Segment, read_segments
 from testbed.records import FrameRecord, read_records
 
@@ -56,7 +62,7 @@ log = logging.getLogger(__name__)
 
 TOLERANCE_S = 1e-3
 """Largest |comm - sum of parts| (and negative stack time) accepted without a flag."""
-PARTS = ("queue", "serialization", "fixed", "stall", "retransmission", "reply")
+PARTS = ("queue", "serialization", "medium", "fixed", "stall", "retransmission", "reply")
 SEQ_MOD = 1 << 32
 NS = 1e-9
 
@@ -79,6 +85,7 @@ class FrameParts:
     stall: float = 0.0
     retransmission: float = 0.0
     reply: float = 0.0
+    medium: float = 0.0
     retransmissions: int = 0
     """Retransmitted frame segments (counted at the MD)."""
     lost_in_bottleneck: int = 0
@@ -89,6 +96,9 @@ class FrameParts:
     residual: float = 0.0
     flag: str = ""
     """Empty when the parts add up within the tolerance; else the reason."""
+    unsplit: str = ""
+    """Empty when the bottleneck's time is split into queue and serialization; else why it is
+    one part, ``medium``."""
 
     @property
     def parts_sum(self) -> float:
@@ -246,10 +256,14 @@ def _completion(arrivals: list[Transmission], lo: int, hi: int) -> tuple[int, li
 
 @dataclass(frozen=True)
 class Bottleneck:
-    rate_bps: float
+    rate_bps: float | None
+    """The nominal rate; ``None`` when the medium has none (``unsplit`` says why)."""
     overhead_bytes: int
+    unsplit: str = ""
 
     def serialization_ns(self, wire_bytes: int) -> float:
+        if self.rate_bps is None:
+            return 0.0
         return (wire_bytes + self.overhead_bytes) * 8 / self.rate_bps * 1e9
 
 
@@ -299,15 +313,17 @@ def split_frame(r: FrameRecord, caps: StepCaptures, lo: int, offset_ns: int, d_n
             c = done
         walk["retransmission" if x.retransmitted else "serialization"] += \
             link.serialization_ns(y.wire_bytes)
-    walk["queue"] = walk.pop("bottleneck") - walk["serialization"] - sum(
+    in_bottleneck = walk.pop("bottleneck") - walk["serialization"] - sum(
         link.serialization_ns(y.wire_bytes) for y in used
         if id(y) in pairs and pairs[id(y)].retransmitted)
+    walk["medium" if link.unsplit else "queue"] = in_bottleneck
     reply_first = _first_new_byte(caps.down["es"], done_ns)
     if reply_first is None or reply_first.t_ns > t_reply:
         raise BreakdownError(f"frame {r.frame_id}: no reply segment left the ES before the "
                              "reply arrived")
     es_stack = reply_first.t_ns - done_ns - es_ns
-    parts.queue, parts.serialization = walk["queue"] * NS, walk["serialization"] * NS
+    parts.queue, parts.serialization = walk.get("queue", 0.0) * NS, walk["serialization"] * NS
+    parts.medium, parts.unsplit = walk.get("medium", 0.0) * NS, link.unsplit
     parts.stall, parts.retransmission = walk["stall"] * NS, walk["retransmission"] * NS
     parts.fixed = (md_stack + d_ns + es_stack) * NS
     parts.reply = (t_reply - reply_first.t_ns) * NS
@@ -344,13 +360,13 @@ def step_parts(folder: Path, step: str, record: dict[str, Any], records: list[Fr
     for r, lo, mismatch in frame_ranges(step, records, caps, offset_ns):
         if lo is None:
             out.append(FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm,
-                                  flag=mismatch))
+                                  flag=mismatch, unsplit=link.unsplit))
             continue
         try:
             parts = split_frame(r, caps, lo, offset_ns, d_ns, link, pairs)
         except BreakdownError as exc:
             parts = FrameParts(r.step, r.config, r.load_mbit, r.frame_id, r.warmup, r.comm,
-                               flag=str(exc))
+                               flag=str(exc), unsplit=link.unsplit)
         parts.flag = "; ".join(filter(None, [parts.flag, mismatch]))
         out.append(parts)
     return out
@@ -388,8 +404,17 @@ def frame_ranges(step: str, records: list[FrameRecord], caps: StepCaptures,
 
 
 def bottleneck_of(manifest: dict[str, Any]) -> Bottleneck:
-    """The uplink queue's rate and per-packet overhead, as the lab was asked to shape it."""
-    for report in (manifest.get("lab") or {}).get("shaping", []):
+    """The uplink queue's rate and per-packet overhead, as the lab was asked to shape it; no
+    rate for a medium ns-3 simulates (the link shape is not applied there)."""
+    lab = manifest.get("lab") or {}
+    if (lab.get("backend") or {}).get("backend") == "ns3":
+        medium = next((r.get("interface") for r in lab.get("shaping", [])
+                       if r.get("backend") == "ns3"), None) or "the simulated medium"
+        return Bottleneck(None, 0, unsplit=(
+            f"ns3 backend: {medium} has no nominal rate (contention, MAC retries and airtime "
+            "set it) and is captured only at the MD's and ES's taps, so the time in it is one "
+            "part, medium, not queue + serialization"))
+    for report in lab.get("shaping", []):
         if report.get("label") == "uplink":
             req = report["requested"]
             return Bottleneck(req["rate_mbit"] * 1e6, int(req.get("overhead_bytes") or 0))
@@ -397,9 +422,45 @@ def bottleneck_of(manifest: dict[str, Any]) -> Bottleneck:
     return Bottleneck(link["rate_mbit"] * 1e6, int(link.get("overhead_bytes") or 0))
 
 
+def step_inputs(folder: Path, step: str, record: dict[str, Any], link: Bottleneck,
+                port: int) -> dict[str, Any]:
+    """What the step's breakdown is computed from, the key of its cache (``comm_cache``)."""
+    captures = record.get("captures") or {}
+    files = {point: e["file"] for point, e in captures.items() if isinstance(e.get("file"), str)}
+    return comm_cache.step_inputs(folder, files, folder / "steps" / f"{step}.csv",
+                                  {"captures": captures, "clock": record.get("clock")},
+                                  asdict(link), port)
+
+
+def cached_step_parts(folder: Path, step: str, record: dict[str, Any], link: Bottleneck,
+                      port: int) -> list[FrameParts]:
+    """``step_parts`` of the step's records, from its cache when that is current (else computed
+    and cached). A step whose captures cannot be read is logged and gives no frame."""
+    inputs = step_inputs(folder, step, record, link, port)
+    cached = comm_cache.read(folder, step, inputs)
+    if cached is not None:
+        if "error" in cached:
+            log.warning("step %s: no breakdown: %s", step, cached["error"])
+            return []
+        try:
+            return [comm_cache.load_dataclass(FrameParts, d, f"frames[{i}]")
+                    for i, d in enumerate(cached["frames"])]
+        except comm_cache.CacheError as exc:
+            log.warning("breakdown cache of step %s is corrupt (%s): recomputed", step, exc)
+    records = [r for r in read_records(folder / "steps" / f"{step}.csv") if r.mode != "LC"]
+    try:
+        parts = step_parts(folder, step, record, records, link, port) if records else []
+        payload: dict[str, Any] = {"frames": [p.to_dict() for p in parts]}
+    except (CaptureFileError, BreakdownError) as exc:
+        log.warning("step %s: no breakdown: %s", step, exc)
+        parts, payload = [], {"error": str(exc)}
+    comm_cache.write(folder, step, inputs, payload)
+    return parts
+
+
 def run_parts(folder: Path | str, port: int = 5500) -> list[FrameParts]:
-    """Every frame of every step with captures in a result folder. A step whose captures cannot
-    be read is logged and left out (its error says why)."""
+    """Every frame of every step with captures in a result folder (each step's from its cache
+    when current). A step whose captures cannot be read is logged and left out."""
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     link = bottleneck_of(manifest)
@@ -407,16 +468,8 @@ def run_parts(folder: Path | str, port: int = 5500) -> list[FrameParts]:
     for step, record in manifest.get("steps", {}).items():
         if not record.get("captures") or record.get("config") is None:
             continue
-        path = folder / "steps" / f"{step}.csv"
-        if not path.exists():
-            continue
-        records = [r for r in read_records(path) if r.mode != "LC"]
-        if not records:
-            continue
-        try:
-            out += step_parts(folder, step, record, records, link, port)
-        except (CaptureFileError, BreakdownError) as exc:
-            log.warning("step %s: no breakdown: %s", step, exc)
+        if (folder / "steps" / f"{step}.csv").exists():
+            out += cached_step_parts(folder, step, record, link, port)
     return out
 
 

@@ -8,13 +8,18 @@
   reply (the frame with the largest comm unless another is asked for);
 - tables ``comm_parts`` (means per configuration and load, flagged frames), ``comm_variance``,
   ``tcp_events`` (retransmissions and stalls) and ``comm_frames`` (every frame's parts).
+
+A part that does not apply to a run is left out of its tables and figures: ``medium`` where the
+bottleneck's time is split into ``queue`` and ``serialization``, those two where it is not (the
+ns3 backend: the section says why). The timeline drawn is kept in the step's breakdown cache.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,26 +29,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import comm_parts  # noqa: E402
+from analysis import comm_cache, comm_parts  # noqa: E402
 from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.htmltable import html_table  # noqa: E402
 from analysis.tables import write_csv_md  # noqa: E402
 from testbed.records import read_records  # noqa: E402
 
-PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "fixed": "#7f7f7f",
-               "stall": "#ff7f0e", "retransmission": "#9467bd", "reply": "#2ca02c"}
+log = logging.getLogger(__name__)
+
+PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "medium": "#8c564b",
+               "fixed": "#7f7f7f", "stall": "#ff7f0e", "retransmission": "#9467bd",
+               "reply": "#2ca02c"}
+SPLIT_ONLY, UNSPLIT_ONLY = ("queue", "serialization"), ("medium",)
 
 
 def frames_table(parts: Sequence[FrameParts]) -> pd.DataFrame:
-    """One row per measured frame (warm-up left out), times in ms."""
+    """One row per measured frame (warm-up left out), times in ms; parts that do not apply to
+    a frame (``SPLIT_ONLY`` where its bottleneck is unsplit, else ``UNSPLIT_ONLY``) are NaN."""
     df = pd.DataFrame([p.to_dict() for p in parts if not p.warmup])
     if df.empty:
         return df
     for col in (*PARTS, "comm", "residual", "reply_md_wait"):
         df[col] = df[col] * 1e3
+    unsplit = df["unsplit"] != ""
+    df.loc[unsplit, list(SPLIT_ONLY)] = float("nan")
+    df.loc[~unsplit, list(UNSPLIT_ONLY)] = float("nan")
     df["load"] = df["load_mbit"].map(lambda v: f"{v:g}")
     return df
+
+
+def applicable(df: pd.DataFrame) -> list[str]:
+    """The parts that apply to at least one frame of ``frames_table``'s ``df``."""
+    return [p for p in PARTS if df[p].notna().any()]
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -57,7 +75,7 @@ def parts_table(df: pd.DataFrame) -> pd.DataFrame:
         ok = _ok(g)
         row = {"config": config, "load_mbit": load, "frames": len(g), "flagged": int(len(g) - len(ok)),
                "comm_ms": round(ok["comm"].mean(), 2) if len(ok) else float("nan")}
-        for p in PARTS:
+        for p in applicable(df):
             row[f"{p}_ms"] = round(ok[p].mean(), 2) if len(ok) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -69,7 +87,7 @@ def variance_table(df: pd.DataFrame) -> pd.DataFrame:
     for config, g in _ok(df).groupby("config", sort=True):
         var = g["comm"].var()
         row = {"config": config, "frames": len(g), "comm_std_ms": round(g["comm"].std(), 2)}
-        for p in PARTS:
+        for p in applicable(df):
             row[p] = round(g[p].cov(g["comm"]) / var, 3) if var and len(g) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -101,7 +119,7 @@ def fig_parts_vs_load(df: pd.DataFrame):
         t = table[table["config"] == config].sort_values("load_mbit")
         x = range(len(t))
         bottom = [0.0] * len(t)
-        for p in PARTS:
+        for p in applicable(df):
             vals = list(t[f"{p}_ms"].fillna(0))
             ax.bar(x, vals, bottom=bottom, color=PART_COLORS[p], label=p, width=0.7)
             bottom = [b + v for b, v in zip(bottom, vals)]
@@ -117,9 +135,10 @@ def fig_parts_vs_load(df: pd.DataFrame):
 
 def fig_variance_share(df: pd.DataFrame):
     table = variance_table(df)
+    parts = applicable(df)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(table) + 2), 3.0))
-    width = 0.8 / len(PARTS)
-    for i, p in enumerate(PARTS):
+    width = 0.8 / len(parts)
+    for i, p in enumerate(parts):
         ax.bar([k + i * width for k in range(len(table))], table[p], width, label=p,
                color=PART_COLORS[p])
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(table))], table["config"])
@@ -144,9 +163,29 @@ class Timeline:
 
 
 def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timeline:
-    """The packets of one frame on the two sides of the bottleneck, relative to its send start."""
+    """The packets of one frame on the two sides of the bottleneck, relative to its send start:
+    from the step's breakdown cache, else read from its captures (and cached)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     record = manifest["steps"][parts.step]
+    inputs = comm_parts.step_inputs(folder, parts.step, record, comm_parts.bottleneck_of(manifest),
+                                    port)
+    cached = comm_cache.read(folder, parts.step, inputs)
+    key = str(parts.frame_id)
+    if cached is not None and key in cached.get("timelines", {}):
+        try:
+            return comm_cache.load_dataclass(Timeline, cached["timelines"][key],
+                                             f"timelines[{key}]")
+        except comm_cache.CacheError as exc:
+            log.warning("breakdown cache of step %s is corrupt (%s): recomputed", parts.step, exc)
+    timeline = _read_timeline(folder, parts, record, port)
+    if cached is not None:
+        cached.pop("inputs")
+        cached.setdefault("timelines", {})[key] = asdict(timeline)
+        comm_cache.write(folder, parts.step, inputs, cached)
+    return timeline
+
+
+def _read_timeline(folder: Path, parts: FrameParts, record: dict, port: int) -> Timeline:
     caps = comm_parts.load_step(folder, parts.step, record, port)
     offset, _ = comm_parts.step_offset_ns(record)
     records = [r for r in read_records(folder / "steps" / f"{parts.step}.csv") if r.mode != "LC"]
@@ -223,7 +262,9 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
             ("comm_parts", parts_table(df), CAPTION),
             ("comm_variance", variance_table(df), "Share of var(comm) per part (cov/var)."),
             ("tcp_events", tcp_events_table(df), "Retransmissions and stalls per frame."),
-            ("comm_frames", df.drop(columns=["load"]), "Every measured frame's parts (ms).")):
+            ("comm_frames", df.drop(columns=["load", "unsplit", *(
+                p for p in PARTS if p not in applicable(df))]),
+             "Every measured frame's parts (ms).")):
         for path in write_csv_md(table, tab_dir, name + suffix, caption):
             tables[path.name] = path
     figures = {
@@ -238,6 +279,8 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
                                         "comm_timeline" + suffix)
     flagged = int((df["flag"] != "").sum())
     body = [f"<p class='note'>{html.escape(CAPTION)} Flagged: {flagged} of {len(df)} frames.</p>",
+            *(f"<p class='warn'>Not split: {html.escape(why)}.</p>"
+              for why in sorted(set(df["unsplit"]) - {""})),
             "<h3>Mean parts per configuration and load</h3>", html_table(parts_table(df)),
             "<h3>Share of comm's variance explained by each part</h3>",
             html_table(variance_table(df)),

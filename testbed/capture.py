@@ -8,7 +8,10 @@ Where the capture points are (``capture_points``), from the manifest's ``lab`` e
   the queue uplink, before it downlink), ``es`` (the ES's veth);
 - VM backend: the MD's and the ES's interfaces *are* the taps into and out of the VM, so two
   captures stand for the four points (``md`` is also ``bottleneck-in``, ``es`` also
-  ``bottleneck-out``).
+  ``bottleneck-out``);
+- ns3 backend: the same two points, the MD's and the ES's taps (``tb<run>-s<host>`` in the
+  host's namespace), whose other ends are ns-3 devices: the simulated medium between them has
+  no Linux interface to capture on.
 
 Each tcpdump runs on its host over SSH (so inside that host's namespace, where the lab's
 teardown and ``testbed clean`` find it), writes a nanosecond pcap of ``snap_bytes`` per packet
@@ -77,7 +80,7 @@ def capture_points(lab: dict[str, Any], md: str, es: str, router: str) -> list[C
         md_if, es_if = hosts[md]["interface"], hosts[es]["interface"]
     except KeyError as exc:
         raise CaptureError(f"the lab state names no interface for host {exc}") from None
-    if backend == "vm":
+    if backend in ("vm", "ns3"):  # the hosts' taps are the medium's two ends
         return [CapturePoint("md", md, md_if, ("md", "bottleneck-in")),
                 CapturePoint("es", es, es_if, ("bottleneck-out", "es"))]
     if backend == "namespace":

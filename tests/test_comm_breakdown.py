@@ -1,6 +1,7 @@
 """The per-frame comm breakdown on a real capture (tests/fixtures/capture_run: 7 frames of
 org-split2 over the AP VM's netem at 24 Mbit/s, 2 % loss, 10 Mbit/s of competing UDP load,
-slow start after idle on), and the capture settings and helpers."""
+slow start after idle on), its cache next to the captures, and the capture settings and helpers.
+Whatever writes a breakdown cache works on a copy of the fixture (``run``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import comm_parts
+from analysis import comm_cache, comm_parts
 from analysis.comm_parts import PARTS, TOLERANCE_S, run_parts
 from analysis.comm_report import write_breakdown
 from analysis.pcap_read import CaptureFileError, read_segments
@@ -31,8 +32,16 @@ def manifest():
 
 
 @pytest.fixture(scope="module")
-def parts():
-    return {p.frame_id: p for p in run_parts(FIXTURE)}
+def run(tmp_path_factory):
+    """A copy of the fixture (a breakdown writes its cache next to the captures)."""
+    dst = tmp_path_factory.mktemp("capture") / "run"
+    shutil.copytree(FIXTURE, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def parts(run):
+    return {p.frame_id: p for p in run_parts(run)}
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +138,8 @@ def test_a_window_stall_after_idle_is_a_stall(manifest, parts, records):
     assert p.stall <= gaps
 
 
-def test_report_section_tables_and_figures(tmp_path):
-    out = write_breakdown(FIXTURE, tmp_path / "figures", tmp_path / "tables")
+def test_report_section_tables_and_figures(tmp_path, run):
+    out = write_breakdown(run, tmp_path / "figures", tmp_path / "tables")
     assert out is not None
     assert {"comm_parts_vs_load", "comm_variance_share", "comm_timeline"} <= set(out.figures)
     for name in ("comm_parts.csv", "comm_variance.csv", "tcp_events.csv", "comm_frames.csv"):
@@ -212,6 +221,12 @@ def test_capture_points_per_backend(manifest):
     ns = {**lab, "backend": {**lab["backend"], "backend": "namespace"}}
     names = [(p.name, p.host) for p in capture_points(ns, "md", "es", "ap")]
     assert names == [("md", "md"), ("ap-in", "ap"), ("ap-out", "ap"), ("es", "es")]
+    ns3 = {**lab, "backend": {**lab["backend"], "backend": "ns3"}}
+    assert [(p.name, p.interface, p.roles) for p in capture_points(ns3, "md", "es", "ap")] == [
+        ("md", lab["hosts"]["md"]["interface"], ("md", "bottleneck-in")),
+        ("es", lab["hosts"]["es"]["interface"], ("bottleneck-out", "es"))]
+    with pytest.raises(CaptureError, match="no capture points known for the AP backend 'mininet'"):
+        capture_points({**lab, "backend": {"backend": "mininet"}}, "md", "es", "ap")
     with pytest.raises(CaptureError, match="need the emulated lab"):
         capture_points({"kind": "real"}, "md", "es", "ap")
 
@@ -291,3 +306,124 @@ def test_frames_after_the_capture_ended_are_flagged_and_the_step_kept(manifest, 
     flags = {p.frame_id: p.flag for p in out}
     assert flags[last.frame_id + 1] == flags[last.frame_id + 2] == NOT_CAPTURED
     assert not any(flags[fid] for fid in records)
+
+
+# ---------------------------------------------------------------- a medium without a nominal rate
+
+
+def test_a_medium_without_nominal_rate_is_one_part(tmp_path, parts):
+    """The ns3 backend's medium (two capture points at the taps, no nominal rate): the time in it
+    is one part, ``medium``, with the reason; the parts still add up to comm, the reply is the
+    same as with a rate, and the report leaves queue and serialization out and says why."""
+    run = _copy(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["lab"]["backend"]["backend"] = "ns3"
+    manifest["lab"]["shaping"] = [{"label": "medium", "backend": "ns3",
+                                   "interface": "ns-3 802.11g BSS", "requested": {}}]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    link = comm_parts.bottleneck_of(manifest)
+    assert link.rate_bps is None and "ns-3 802.11g BSS has no nominal rate" in link.unsplit
+    unsplit = {p.frame_id: p for p in run_parts(run)}
+    assert unsplit.keys() == parts.keys()
+    for fid, p in unsplit.items():
+        assert p.unsplit == link.unsplit and not p.flag, (fid, p.flag)
+        assert p.queue == p.serialization == 0.0 and p.medium > 0
+        assert abs(p.comm - p.parts_sum) <= TOLERANCE_S
+        assert p.reply == pytest.approx(parts[fid].reply)
+        # D is now the fastest segment's whole transit: fixed grows by at least its serialization
+        assert p.fixed > parts[fid].fixed
+    out = write_breakdown(run, tmp_path / "f", tmp_path / "t")
+    assert "Not split: ns3 backend: ns-3 802.11g BSS has no nominal rate" in out.html
+    header = (tmp_path / "t" / "comm_parts.csv").read_text().splitlines()[0].split(",")
+    assert "medium_ms" in header and "queue_ms" not in header and "serialization_ms" not in header
+    vm = write_breakdown(_copy(tmp_path / "vm"), tmp_path / "vm" / "f", tmp_path / "vm" / "t")
+    assert "Not split" not in vm.html
+    header = (tmp_path / "vm" / "t" / "comm_parts.csv").read_text().splitlines()[0].split(",")
+    assert "queue_ms" in header and "medium_ms" not in header
+
+
+# ---------------------------------------------------------------- the breakdown's cache
+
+
+class Parses:
+    """Counts the capture files scapy reads (the real reader runs)."""
+
+    def __init__(self, monkeypatch):
+        self.files: list[str] = []
+        real = comm_parts.read_segments
+
+        def counting(path):
+            self.files.append(Path(path).name)
+            return real(path)
+
+        monkeypatch.setattr(comm_parts, "read_segments", counting)
+
+    def take(self) -> list[str]:
+        out, self.files = sorted(self.files), []
+        return out
+
+
+def test_a_second_report_reads_no_capture(tmp_path, monkeypatch, caplog):
+    run = _copy(tmp_path)
+    parses = Parses(monkeypatch)
+    first = write_breakdown(run, tmp_path / "f1", tmp_path / "t1")
+    assert parses.take() == ["es.pcap.gz", "es.pcap.gz", "md.pcap.gz", "md.pcap.gz"]  # parts, timeline
+    cache = json.loads(comm_cache.cache_path(run, STEP).read_text())
+    assert len(cache["frames"]) == 7 and len(cache["timelines"]) == 1
+    second = write_breakdown(run, tmp_path / "f2", tmp_path / "t2")
+    assert parses.take() == []
+    assert first.html == second.html
+    for name in ("comm_parts.csv", "comm_frames.csv", "comm_variance.csv", "tcp_events.csv"):
+        assert (tmp_path / "t1" / name).read_text() == (tmp_path / "t2" / name).read_text()
+    assert "breakdown cache" not in caplog.text
+
+
+def test_a_changed_pcap_or_analysis_invalidates_the_cache(tmp_path, monkeypatch, caplog):
+    run = _copy(tmp_path)
+    parses = Parses(monkeypatch)
+    before = run_parts(run)
+    assert parses.take() == ["es.pcap.gz", "md.pcap.gz"]
+    # the same packets, recompressed: other bytes, so another digest
+    path = run / "captures" / STEP / "md.pcap.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1))
+    with caplog.at_level("INFO", logger="analysis.comm_cache"):
+        assert run_parts(run) == before
+    assert parses.take() == ["es.pcap.gz", "md.pcap.gz"]
+    assert "is stale (pcap md changed): recomputed" in caplog.text
+    assert run_parts(run) == before and parses.take() == []
+    monkeypatch.setattr(comm_cache, "analysis_version", lambda: "another version")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="analysis.comm_cache"):
+        assert run_parts(run) == before
+    assert parses.take() == ["es.pcap.gz", "md.pcap.gz"]
+    assert "is stale (analysis changed)" in caplog.text
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda text: text[: len(text) // 2], "is corrupt ("),
+    (lambda text: "[1, 2]", "is corrupt (expected a JSON object, got list)"),
+    (lambda text: text.replace('"queue": ', '"queue": "x", "_": ', 1),
+     "is corrupt (frames[0].queue: expected float, got 'x')"),
+    (lambda text: text.replace('"frame_id": ', '"_": ', 1), "frames[0].frame_id: missing"),
+])
+def test_a_corrupt_cache_is_recomputed(tmp_path, monkeypatch, caplog, damage, reason):
+    run = _copy(tmp_path)
+    before = run_parts(run)
+    path = comm_cache.cache_path(run, STEP)
+    path.write_text(damage(path.read_text()))
+    parses = Parses(monkeypatch)
+    assert run_parts(run) == before
+    assert parses.take() == ["es.pcap.gz", "md.pcap.gz"]
+    assert reason in caplog.text and "recomputed" in caplog.text
+    assert run_parts(run) == before and parses.take() == []  # rewritten whole
+
+
+def test_a_steps_error_is_cached_too(tmp_path, monkeypatch, caplog):
+    run = _copy(tmp_path)
+    path = run / "captures" / STEP / "es.pcap.gz"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert run_parts(run) == []
+    parses = Parses(monkeypatch)
+    caplog.clear()
+    assert run_parts(run) == [] and parses.take() == []
+    assert "es.pcap.gz: damaged or truncated gzip" in caplog.text
