@@ -112,6 +112,12 @@ def host_rows(manifest: dict[str, Any]) -> Rows:
         if offloads:
             rows.append((f"{name}: offloads", "TSO/GSO/GRO off on " + ", ".join(offloads)
                          if not on else "STILL ON: " + ", ".join(on)))
+    isolation = (manifest.get("lab") or {}).get("cpu_isolation")
+    if isolation:  # testbed.lab.cpuset: full, partial or none, and what shares which CPU
+        level = isolation.get("level") or ("full" if isolation.get("applied") else "none")
+        rows.append(("CPU isolation", f"{level}, "
+                     f"{'applied' if isolation.get('applied') else 'not applied'}: "
+                     f"{isolation.get('reason')}"))
     return rows or [("hosts", NOT_RECORDED)]
 
 

@@ -414,7 +414,9 @@ def cmd_doctor(args) -> int:
     if choice["backend"] == "vm":
         on, why = default_radios(choice["accel"])
         print(f"WiFi links in the VM, `hwsim` unset: {'on' if on else 'off'} ({why})")
-    print(f"CPU isolation of real processing (md, es): {cpuset.describe_here(['md', 'es'])}")
+    isolation = cpuset.describe_here(["md"], "es", cpuset.AP_PROCESSES.get(choice["backend"]))
+    print(f"CPU isolation of real processing (md, es; `cpu_isolation: true`, the default): "
+          f"{isolation}")
     missing = [name for name in [*preflight.needed(emulated=True, backend=choice["backend"],
                                                    needs_load=True), "results_dir"]
                if not checks[name].available]

@@ -141,12 +141,16 @@ class EmulatedHosts(HostSetBase):
         log.info("emulated lab %s up: %s", self.run_id, ", ".join(names))
 
     def _isolate(self, sshd_pids: list[int]) -> None:
-        """CPUs of their own for the md/es hosts with ``compute: real`` where this machine has
-        enough (``testbed.lab.cpuset``); every sshd, the AP's helper process (QEMU, a simulator)
-        and this process go to the rest. The groups go with the run's other cgroups."""
-        processing = [h.name for h in self.scenario.members()
-                      if h.role in ("md", "es") and h.compute == REAL]
-        plan = cpuset.plan_isolation(cpuset.usable_cpus(), processing)
+        """CPUs of their own for the md/es hosts with ``compute: real`` as far as this machine
+        allows and the scenario's ``cpu_isolation`` wants (``testbed.lab.cpuset``: full, partial
+        or none); every sshd, the AP's helper process (QEMU, a simulator) and this process go to
+        the rest. The groups go with the run's other cgroups."""
+        real = [h for h in self.scenario.members() if h.compute == REAL]
+        plan = cpuset.plan_isolation(
+            cpuset.usable_cpus(), [h.name for h in real if h.role == "md"],
+            next((h.name for h in real if h.role == "es"), None),
+            enabled=self.scenario.cpu_isolation,
+            ap_process=cpuset.AP_PROCESSES.get(self.choice["backend"]))
         self.isolation = cpuset.apply_isolation(self.run_id, plan)
         log.info("CPU isolation: %s", self.isolation.reason)
         helpers = [getattr(getattr(self.lab, attr, None), "pid", None) for attr in ("vm", "proc")]

@@ -167,10 +167,14 @@ class Orchestrator:
         return getattr(self.hosts, "isolation", None)
 
     def _thread_count(self, host) -> int | None:
-        """Torch threads of ``host``: the scenario's, else as many as the CPUs of its own
-        (isolated real processing), else None (torch's choice)."""
+        """Torch threads of ``host``: pinned to CPUs (``testbed.lab.cpuset``), as many as those
+        CPUs, or fewer if its ``torch_threads`` says so (an emulated host's default, every core,
+        would oversubscribe them); else its ``torch_threads``, else None (torch's choice)."""
         isolation = self._isolation()
-        return host.torch_threads or (isolation.threads(host.name) if isolation else None)
+        pinned = isolation.threads(host.name) if isolation else None
+        if pinned is None:
+            return host.torch_threads
+        return min(host.torch_threads or pinned, pinned)
 
     def _threads(self, host) -> list[str]:
         n = self._thread_count(host)

@@ -170,6 +170,9 @@ class Scenario:
     cell: Cell = Cell()
     """MDs per cell, their busy policy and deadline (``testbed.cell_section``)."""
     es: EsService = EsService()
+    cpu_isolation: bool = True
+    """Emulated lab: pin real processing to CPUs of its own as far as the machine allows (full,
+    else the ES alone: ``testbed.lab.cpuset``); ``false`` pins nothing."""
     source: str = field(default="<string>", compare=False)
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
@@ -220,6 +223,7 @@ TOP_KEYS = (
     "packet_capture",
     "cell",
     "es",
+    "cpu_isolation",
 )
 HOST_KEYS = tuple(f.name for f in dataclasses.fields(Host))
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(Sweep))
@@ -474,6 +478,10 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     packet_capture = parse_packet_capture(ck, top.get("packet_capture"))
     cell = parse_cell(ck, top.get("cell"), sweep.mds if sweep is not None else ())
     es = parse_es(ck, top.get("es"))
+    isolation = ck.get(top, "cpu_isolation", "", ck.boolean, True)
+    if lab is not None and lab.kind == "real" and top.get("cpu_isolation") is not None:
+        ck.error("cpu_isolation", "only the emulated lab pins its hosts to CPUs (a real lab's "
+                                  "hosts are machines of their own): remove the key")
     if lab is not None and lab.kind == "real" and cell.mds > 1:
         ck.error("cell.mds", "a real lab's MDs are its lab.hosts: several MDs per cell run in "
                              "the emulated lab")
@@ -512,6 +520,7 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
         packet_capture=packet_capture,
         cell=cell,
         es=es,
+        cpu_isolation=isolation,
         source=source,
         warnings=tuple(ck.warnings),
     )
@@ -568,6 +577,8 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
         cell=s.cell.to_dict(),
         es=s.es.to_dict(),
     )
+    if s.lab.kind == "emulated":
+        out["cpu_isolation"] = s.cpu_isolation
     return out
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from testbed import agent_protocol as proto
 from testbed.agent import HeadAgent, _serve_connection
-from testbed.lab.cpuset import plan_isolation, usable_cpus
+from testbed.lab.cpuset import AP_PROCESSES, plan_isolation, usable_cpus
 from testbed.lab.netns import owned_namespaces
 from testbed.lab.runs import host_workdir
 from testbed.records import read_records
@@ -253,7 +253,9 @@ def test_a_killed_agent_fails_its_step_a_new_one_runs_on_and_ctrl_c_leaves_nothi
     assert {r.step for r in records} == set(steps)
     assert len(records) == 3 * 13 and all(r.status == "ok" for r in records)
     isolation = manifest["lab"]["cpu_isolation"]
-    assert isolation["reason"] == plan_isolation(usable_cpus(), ["md", "es"]).reason
+    ap_process = AP_PROCESSES.get(manifest["lab"]["backend"]["backend"])
+    assert isolation["reason"] == plan_isolation(usable_cpus(), ["md"], "es",
+                                                 ap_process=ap_process).reason
     assert isolation["applied"] == isolation["possible"]
     assert _leftovers(run_id) == []
 

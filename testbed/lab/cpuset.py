@@ -1,11 +1,23 @@
-"""CPU isolation for real processing: the MD and the ES each on CPUs of their own (cpusets).
+"""CPU isolation for real processing: the MD and the ES on CPUs of their own (cpusets).
 
 With ``compute: real`` the MD's and ES's processing times are what is measured, so nothing else
 of the lab should run on their CPUs. :func:`plan_isolation` decides, from the CPUs this process
-may use, what is possible: one CPU (or more) for everything else (the AP's QEMU, iperf3, every
-sshd, the orchestrator) and a set of its own for each processing host; the ES gets the CPUs
-left over. It needs one CPU per processing host plus one; with fewer (a 2-core machine has 2 for
-3 sets) nothing is pinned and :attr:`Isolation.reason` says so.
+may use, what is possible (:attr:`Isolation.level`):
+
+``full``
+    one CPU per processing host plus one for everything else (the AP's QEMU or simulator,
+    iperf3, every sshd, the orchestrator); each processing host alone on its CPUs, the ES takes
+    the CPUs left over.
+``partial``
+    fewer CPUs than that (a 2-core machine has 2 for 3 sets) but at least 2 and an ES that
+    processes for real: the ES (the stronger host, whose short times contention distorts most)
+    alone on every CPU but the first; the MDs share the first with everything else, so their
+    times include that contention (:attr:`Isolation.shared` names them; the reason says so).
+``none``
+    one CPU, no real processing, no real ES with too few CPUs, or the scenario's
+    ``cpu_isolation: false``: nothing pinned, and :attr:`Isolation.reason` says why.
+
+Either way processes outside the run (other users' work, system services) are not moved.
 
 :func:`apply_isolation` makes the groups, ``testbed-<runid>/<host>`` and ``testbed-<runid>/rest``
 in the cpuset hierarchy: cgroup v2 where its root offers ``cpuset`` (the host's group then
@@ -21,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from testbed.lab import cpu, names
@@ -29,6 +41,11 @@ from testbed.lab import cpu, names
 REST = "rest"
 """The group of everything that is not a processing host (its name is not a host name: hosts
 are named ``[a-z][a-z0-9]*`` and ``rest`` is refused by :func:`plan_isolation`)."""
+
+FULL, PARTIAL, NONE = "full", "partial", "none"
+AP_PROCESSES = {"vm": "the AP VM (QEMU)", "ns3": "the ns-3 simulator"}
+"""What the AP runs as a process of its own, per lab backend (a namespace AP runs none)."""
+OUTSIDE = "processes outside the run are not moved (they may use any CPU)"
 
 
 @dataclass(frozen=True)
@@ -71,14 +88,18 @@ class Isolation:
     reason: str
     usable: tuple[int, ...]
     cpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    """Processing host -> its own CPUs."""
+    """Processing host -> the CPUs it runs on (its own, or the rest's for a ``shared`` host)."""
     rest: tuple[int, ...] = ()
+    level: str = NONE
+    """``full``, ``partial`` or ``none`` (see the module's docstring)."""
+    shared: tuple[str, ...] = ()
+    """Processing hosts pinned to the rest's CPUs (partial plan): not isolated."""
     applied: bool = False
     backend: str | None = None
     groups: dict[str, str] = field(default_factory=dict)
 
     def threads(self, host: str) -> int | None:
-        """Torch threads for ``host``: its CPUs when it has its own, else None (torch's choice)."""
+        """Torch threads for ``host``: the CPUs it is pinned to, else None (torch's choice)."""
         return len(self.cpus[host]) if self.applied and host in self.cpus else None
 
     def group(self, host: str) -> str | None:
@@ -87,6 +108,7 @@ class Isolation:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["cpus"] = {h: list(c) for h, c in self.cpus.items()}
+        d["shared"] = list(self.shared)
         return d
 
 
@@ -94,36 +116,59 @@ def _cpu_list(cpus: Sequence[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
 
-def plan_isolation(usable: Sequence[int], hosts: Sequence[str]) -> Isolation:
-    """CPUs of their own for ``hosts`` (the hosts that process frames for real), one or more
-    for the rest; pure (no cgroup is touched)."""
+def _cpus(cpus: Sequence[int]) -> str:
+    return f"CPU{'s' if len(cpus) > 1 else ''} {_cpu_list(cpus)}"
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def plan_isolation(usable: Sequence[int], mds: Sequence[str], es: str | None, *,
+                   enabled: bool = True, ap_process: str | None = None) -> Isolation:
+    """CPUs for the hosts that process frames for real (``mds``, and ``es`` unless None) and for
+    the rest, the best plan ``usable`` allows (``enabled``: the scenario's ``cpu_isolation``);
+    ``ap_process`` names what the AP runs as a process (:data:`AP_PROCESSES`), for the reason.
+    Pure: no cgroup is touched."""
     usable = tuple(sorted(usable))
-    hosts = list(hosts)
+    hosts = [*mds, *([es] if es else [])]
     if REST in hosts:
         raise ValueError(f"a host may not be named {REST!r} (the cpuset of everything else)")
     if not hosts:
         return Isolation(False, "no host processes frames for real (compute: real on md/es): "
                          "nothing to isolate", usable)
+    others = _and([p for p in (ap_process, "iperf3", "every sshd", "the orchestrator") if p])
+    unpinned = f"{_and(hosts)}, {others} share every CPU (CPU caps still apply)"
+    if not enabled:
+        return Isolation(False, f"cpu_isolation: false in the scenario: not applied: {unpinned}",
+                         usable)
     need = len(hosts) + 1
-    if len(usable) < need:
-        return Isolation(False, (
-            f"{len(usable)} usable CPU(s) ({_cpu_list(usable)}); isolating "
-            f"{' and '.join(hosts)} needs {need} (one each, one for everything else): not "
-            f"applied: {', '.join(hosts)}, the AP (QEMU), iperf3, sshd and the orchestrator "
-            "share every CPU (CPU caps still apply)"), usable)
-    rest, free = usable[:1], list(usable[1:])
-    cpus: dict[str, tuple[int, ...]] = {}
-    for i, host in enumerate(hosts):
-        take = 1 if i < len(hosts) - 1 else len(free)  # the last (the ES) takes what is left
-        cpus[host], free = tuple(free[:take]), free[take:]
-    shares = "; ".join(f"{h}: CPU {_cpu_list(c)}" for h, c in cpus.items())
-    return Isolation(True, f"{shares}; everything else (QEMU, iperf3, sshd, the orchestrator's "
-                     f"lab processes): CPU {_cpu_list(rest)}", usable, cpus, rest)
+    rest = usable[:1]
+    if len(usable) >= need:
+        free = list(usable[1:])
+        cpus: dict[str, tuple[int, ...]] = {}
+        for i, host in enumerate(hosts):
+            take = 1 if i < len(hosts) - 1 else len(free)  # the last (the ES) takes what is left
+            cpus[host], free = tuple(free[:take]), free[take:]
+        alone = "; ".join(f"{h} alone on {_cpus(c)}" for h, c in cpus.items())
+        return Isolation(True, f"full: {alone}; {others} on {_cpus(rest)}; {OUTSIDE}", usable,
+                         cpus, rest, level=FULL)
+    short = (f"{len(usable)} usable CPU(s) ({_cpu_list(usable)}); isolating {_and(hosts)} needs "
+             f"{need} (one each, one for everything else)")
+    if es is None or len(usable) < 2:
+        return Isolation(False, f"{short}: not applied: {unpinned}", usable)
+    cpus = {md: rest for md in mds}  # mds is not empty here: an ES alone needs 2 CPUs
+    cpus[es] = usable[1:]
+    one = len(mds) == 1
+    return Isolation(True, (
+        f"partial: {es} alone on {_cpus(cpus[es])}; {_and(list(mds))} share{'s' if one else ''} "
+        f"{_cpus(rest)} with {others}: {'its' if one else 'their'} times include that "
+        f"contention ({short}); {OUTSIDE}"), usable, cpus, rest, level=PARTIAL, shared=tuple(mds))
 
 
-def describe_here(hosts: Sequence[str]) -> str:
+def describe_here(mds: Sequence[str], es: str | None, ap_process: str | None = None) -> str:
     """What isolation a run with these processing hosts would get on this machine (doctor)."""
-    plan = plan_isolation(usable_cpus(), hosts)
+    plan = plan_isolation(usable_cpus(), mds, es, ap_process=ap_process)
     if not plan.possible:
         return plan.reason
     support = detect_cpuset_support()
@@ -181,8 +226,7 @@ def apply_isolation(run_id: str, plan: Isolation,
                          f"fix: {support.fix}", plan.usable)
     groups = {host: _make_group(support, run_id, host, c) for host, c in plan.cpus.items()}
     groups[REST] = _make_group(support, run_id, REST, plan.rest)
-    return Isolation(True, plan.reason, plan.usable, dict(plan.cpus), plan.rest, applied=True,
-                     backend=support.backend, groups=groups)
+    return replace(plan, applied=True, backend=support.backend, groups=groups)
 
 
 def move_to(plan: Isolation, host: str, pid: int) -> bool:
