@@ -15,6 +15,10 @@ hosts:
 Channel loss follows from the distances: ns-3's log-distance model (exponent 3, 46.68 dB at
 1 m, 16 dBm transmit power); with ``constant`` rate control frames start to fail beyond about
 60 m. The section is allowed only with ``backend: ns3`` (an ``auto`` AP never picks ns-3).
+
+On an LTE link (the eNB host, ``testbed.lab.ns3_lte``) ``rate_control`` does not apply and
+``scheduler`` picks LENA's eNB MAC scheduler: ``rr`` (round robin, the default) or ``pf``
+(proportional fair); ``distance_m`` places the UEs around the eNB, ``seed`` is ns-3's run number.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ NS3_REQUIREMENT = "ns3==3.44.post0"
 NS3_FIX = (f"run `bash scripts/install.sh` (it installs {NS3_REQUIREMENT} from pyproject.toml "
            f"into .venv), or `.venv/bin/pip install {NS3_REQUIREMENT}`")
 RATE_CONTROLS = ("constant", "minstrel")
+SCHEDULERS = ("rr", "pf")
 DEFAULT_DISTANCE_M = 5.0
 MAX_DISTANCE_M = 1000.0
 
@@ -36,8 +41,16 @@ MAX_DISTANCE_M = 1000.0
 @dataclass(frozen=True)
 class Ns3Settings:
     distance_m: dict[str, float] = field(default_factory=dict)
-    rate_control: str = "constant"
+    rate_control: str | None = "constant"
+    """WiFi only (None on an LTE link)."""
     seed: int = 1
+    scheduler: str | None = None
+    """LTE only (None on a WiFi link): ``rr`` or ``pf``."""
+
+    @classmethod
+    def for_kind(cls, kind: str | None) -> "Ns3Settings":
+        """The defaults of a link of ``kind``."""
+        return cls(rate_control=None, scheduler="rr") if kind == "lte" else cls()
 
     def distance(self, station: str) -> float:
         return self.distance_m.get(station, DEFAULT_DISTANCE_M)
@@ -67,12 +80,12 @@ def parse_ns3(ck: Checker, raw: Any, path: str, kind: Any, backend: Any,
     if backend == "ns3":
         if not (ns3_available() if available is None else available):
             ck.error(join(path, "backend"), missing_message())
-        if kind == "lte":
-            ck.error(join(path, "backend"), "the ns3 backend simulates WiFi (802.11g) only; LTE "
-                                            "(LENA) is not implemented: use backend vm, "
-                                            "namespace or auto for an LTE link")
+        if kind not in ("wifi", "lte", None, BAD):
+            ck.error(join(path, "backend"), f"the ns3 backend simulates a WiFi (802.11g) or an "
+                                            f"LTE (LENA) cell, not a {kind} link: use backend "
+                                            f"vm, namespace or auto")
     if raw is None:
-        return Ns3Settings() if backend == "ns3" else None
+        return Ns3Settings.for_kind(kind) if backend == "ns3" else None
     if backend not in ("ns3", BAD):
         ck.error(join(path, "ns3"), f"the ns3 section configures the ns3 backend; this host's "
                                     f"backend is {backend!r}: set backend: ns3 or remove it")
@@ -90,10 +103,19 @@ def parse_ns3(ck: Checker, raw: Any, path: str, kind: Any, backend: Any,
                 v = ck.number(value, join(at, str(name)), above=0, maximum=MAX_DISTANCE_M)
                 if v is not BAD:
                     distances[str(name)] = v
+    lte = kind == "lte"
+    if lte and section.data.get("rate_control") is not None:
+        section.error("rate_control", "rate control belongs to the 802.11g cell; on an LTE link "
+                                      "the eNB's scheduler (key scheduler) decides: remove it")
+    if not lte and isinstance(kind, str) and section.data.get("scheduler") is not None:
+        section.error("scheduler", f"the scheduler is LENA's eNB MAC scheduler of an LTE link; "
+                                   f"this link is {kind}: remove it")
     return Ns3Settings(
         distance_m=distances,
-        rate_control=section.string("rate_control", d.rate_control, choices=RATE_CONTROLS),
+        rate_control=None if lte else section.string("rate_control", d.rate_control,
+                                                     choices=RATE_CONTROLS),
         seed=section.integer("seed", d.seed, minimum=1, maximum=2**31 - 1),
+        scheduler=section.string("scheduler", "rr", choices=SCHEDULERS) if lte else None,
     )
 
 

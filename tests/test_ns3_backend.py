@@ -3,8 +3,8 @@
 Root tests (skipped without root or without ns-3): bring-up, a real TCP transfer MD -> ES across
 the simulated air with the counters it leaves, teardown leaving nothing (namespaces, taps, the
 ns-3 process); Ctrl-C during bring-up; SIGKILL of the owner, then ``testbed clean --run-id``.
-Settings tests: the AP host's ``ns3`` section and the errors of a scenario asking for ns-3 where
-it is missing or for a link it does not simulate.
+Settings tests: the AP host's ``ns3`` section and the error of a scenario asking for ns-3 where
+it is missing (LTE and the links it does not simulate: tests/test_ns3_lte.py).
 """
 
 from __future__ import annotations
@@ -238,12 +238,6 @@ def test_asking_for_ns3_where_it_is_missing_says_how_to_install_it() -> None:
         "s.yaml: hosts[2].backend: ns-3 is not installed in this Python (ns3==3.44.post0 is "
         "missing): run `bash scripts/install.sh` (it installs ns3==3.44.post0 from "
         "pyproject.toml into .venv), or `.venv/bin/pip install ns3==3.44.post0`"]
-
-
-def test_lte_with_ns3_is_refused_with_the_alternatives() -> None:
-    ck = Checker("s.yaml")
-    parse_ns3(ck, None, "hosts[2]", "lte", "ns3", available=True)
-    assert "LTE (LENA) is not implemented: use backend vm, namespace or auto" in str(ck.problems[0])
 
 
 def test_window_counters_from_two_snapshots() -> None:

@@ -15,6 +15,7 @@ Addresses and default routes are those of the other backends (the ns-3 nodes are
 gateways). The scenario's link shape is not applied (the PHY and MAC decide capacity, delay and
 loss) except ``queue_packets``, the size of every WifiMacQueue; the report says so. What the
 AP host's ``ns3`` section sets: station distances, rate control, seed (``testbed.ns3_settings``).
+An LTE link gets a LENA eNB with an EPC instead: :mod:`testbed.lab.ns3_lte` (same lifecycle).
 
 Lifecycle: namespaces -> the ns-3 process (its pid and start time go into the run record) ->
 ``TAPS`` (taps open: addresses, routes, offloads off) -> ``READY`` (every station associated).
@@ -79,6 +80,10 @@ class Ns3Lab(LabBase):
 
     RECORD_KIND = "ns3-lab"
     NEEDS_ROOT_FOR = "network namespaces, taps"
+    KIND = "wifi"
+    """The link kind this class simulates (LTE: :class:`testbed.lab.ns3_lte.Ns3LteLab`)."""
+    SIM_MODULE = "testbed.lab.ns3_sim"
+    """The simulator process's module."""
 
     def __init__(self, plan: LabPlan, workdir: Path, settings: Ns3Settings | None = None,
                  kind: str = "wifi") -> None:
@@ -104,9 +109,9 @@ class Ns3Lab(LabBase):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _check_backend(self) -> None:
-        if self.kind != "wifi":
-            raise LabError(f"the ns3 backend simulates WiFi (802.11g) only; a {self.kind!r} link "
-                           f"(LENA LTE) is not implemented: use backend vm, namespace or auto")
+        if self.kind != self.KIND:
+            raise LabError(f"the ns3 backend simulates a WiFi (802.11g) or an LTE (LENA) cell, "
+                           f"not a {self.kind!r} link: use backend vm, namespace or auto")
         if not ns3_available():
             raise LabError(missing_message())
         if not os.path.exists("/dev/net/tun"):
@@ -127,6 +132,9 @@ class Ns3Lab(LabBase):
         self.bringup_s["ready"] = round(time.monotonic() - t0, 2)
         self.ready = json.loads(line.split(" ", 1)[1])
         self._shape()
+        self._log_up()
+
+    def _log_up(self) -> None:
         log.info("ns-3 802.11g cell up in %.1f s (slot %s us)", self.bringup_s["ready"],
                  self.ready["devices"]["ap"]["slot_us"])
 
@@ -160,7 +168,7 @@ class Ns3Lab(LabBase):
         with signals_deferred():
             self.proc = netns.popen_in_namespace(
                 self.namespace(self.plan.router.name),
-                [sys.executable, "-m", "testbed.lab.ns3_sim", str(cfg)],
+                [sys.executable, "-m", self.SIM_MODULE, str(cfg)],
                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log_fh,
                 text=True, start_new_session=True, preexec_fn=_prioritise)
             rec = runs.read_run_record(self.run_id) or {}
@@ -320,11 +328,15 @@ class Ns3Lab(LabBase):
         if after is None:
             out["error"] = f"no counters in {self.stats_path}"
             return out
-        out.update(window_counters(before, after))
+        out.update(self._window(before, after))
         late = out.get("lateness", {})
         out["flags"] = (["ns3-late"] if late.get("p99_ms") is not None
                         and late["p99_ms"] > LATE_P99_LIMIT_MS else [])
         return out
+
+    def _window(self, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+        """The counters of a step from the stats file's snapshots before and after it."""
+        return window_counters(before, after)
 
 
 def _prioritise() -> None:
@@ -364,6 +376,13 @@ def window_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
         delta["queue_now"] = d["queue_now"]
         delta["queue_max_so_far"] = d["queue_max"]
         devices[name] = delta
+    return {"sim_s": round(sim, 3), "devices": devices, "lateness": lateness_window(before, after)}
+
+
+def lateness_window(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """The real-time lateness between two snapshots of a simulator's stats file (its
+    ``late_hist`` histogram deltas): samples, p99 and max in ms."""
+    before = before or {"late_hist": {}}
     hist = {int(k): v - before["late_hist"].get(k, 0) for k, v in after["late_hist"].items()}
     hist = {k: v for k, v in hist.items() if v > 0}
     n = sum(hist.values())
@@ -376,7 +395,7 @@ def window_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
             if p99 is None and acc >= 0.99 * n:
                 p99 = (k + 1) * bin_ms
         late.update(p99_ms=round(p99, 3), max_ms=round((max(hist) + 1) * bin_ms, 3))
-    return {"sim_s": round(sim, 3), "devices": devices, "lateness": late}
+    return late
 
 
 def clean_leftovers(dry_run: bool = False, *, run_id: str | None = None,
@@ -402,5 +421,9 @@ def clean_leftovers(dry_run: bool = False, *, run_id: str | None = None,
 
 
 def make_lab(plan: LabPlan, setup: LabSetup) -> Ns3Lab:
-    """The registry's factory (``testbed.lab.backends``)."""
+    """The registry's factory (``testbed.lab.backends``): the LTE cell for an LTE link."""
+    if setup.link_kind == "lte":
+        from testbed.lab.ns3_lte import Ns3LteLab
+
+        return Ns3LteLab(plan, setup.run_dir / "ns3", settings=setup.ns3)
     return Ns3Lab(plan, setup.run_dir / "ns3", settings=setup.ns3, kind=setup.link_kind)

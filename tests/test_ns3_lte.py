@@ -1,0 +1,157 @@
+"""The ns3 backend on an LTE link: a real-time LENA eNB + EPC joined to the lab's namespaces.
+
+Root test (skipped without root or without ns-3): bring-up, a real TCP transfer MD -> ES through
+the simulated cell (uplink data, downlink ACKs and the reply) with the counters it leaves,
+teardown leaving nothing (namespaces, taps, the ns-3 process). Settings tests: the eNB host's
+``ns3.scheduler`` and the keys that belong to the other link kind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.checks import Checker
+from testbed.lab import names, netns, procs, runs
+from testbed.lab.plan import LabPlan, LinkShape
+from testbed.ns3_settings import Ns3Settings, ns3_available, parse_ns3
+from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
+
+ROOT = Path(__file__).parents[1]
+needs_ns3 = pytest.mark.skipif(not ns3_available(), reason="ns-3 (ns3==3.44.post0) not installed")
+
+SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60); n = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()
+"""
+CLIENT = """
+import socket, sys, time
+t = time.monotonic()
+s = socket.create_connection((sys.argv[1], 5001), 20); s.settimeout(60)
+s.sendall(b"x" * int(sys.argv[2])); s.shutdown(socket.SHUT_WR)
+print(s.recv(64).decode(), time.monotonic() - t)
+"""
+
+
+def _taps(run_id: str) -> list[str]:
+    out = []
+    for ns in netns.owned_namespaces(run_id):
+        with netns.iproute(ns) as ipr:
+            out += [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
+                    if names.is_owned_interface(link.get_attr("IFLA_IFNAME"), run_id)]
+    return out
+
+
+@pytest.mark.root
+@needs_ns3
+def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> None:
+    from testbed.lab.ns3_lte import Ns3LteLab
+
+    plan = LabPlan.star(LinkShape(rate_mbit=3, queue_packets=128), router="enb")
+    lab = Ns3LteLab(plan, tmp_path / "ns3", Ns3Settings(distance_m={"md": 50.0, "ext": 100.0},
+                                                        rate_control=None, scheduler="pf"))
+    with lab:
+        pid = lab.proc.pid
+        assert set(lab.ready["devices"]) == {"md", "ext"}
+        assert lab.ready["ul_rbs"] == 6
+        assert {d["lte_address"] for d in lab.ready["devices"].values()} == {"7.0.0.2", "7.0.0.3"}
+        assert sorted(_taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
+        assert runs.read_run_record(plan.run_id)["ns3_process"]["pid"] == pid
+        state = lab.state.to_dict()
+        assert state["hosts"]["md"]["address"] == "198.18.1.2"
+        assert state["hosts"]["md"]["gateway"] == "198.18.1.1"
+        assert state["shaping"][0]["applied"]["scheduler"] == "pf: ns3::PfFfMacScheduler"
+        assert state["shaping"][0]["not_applied"]["rate_mbit"].startswith("simulated LTE")
+        lab.conditions()
+        server = netns.popen_in_namespace(lab.namespace("es"), [sys.executable, "-c", SERVER],
+                                          stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            size = 400_000
+            client = netns.run_in_namespace(
+                lab.namespace("md"), [sys.executable, "-c", CLIENT, lab.address("es"), str(size)],
+                timeout=90, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert client.returncode == 0, client.stderr
+            got, seconds = client.stdout.split()
+            assert int(got) == size  # the ES's count came back down the LTE downlink
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+        counted = lab.medium_counters()
+        mbit = size * 8 / float(seconds) / 1e6
+        # TCP from one UE: at most the ~3.1 Mbit/s the 6 uplink RBs carry at MCS 24
+        assert 0.5 < mbit < 3.3, mbit
+        md, ext = counted["devices"]["md"], counted["devices"]["ext"]
+        assert md["ul_pdcp_rx_bytes"] >= size  # every byte crossed the eNB's uplink PDCP
+        assert md["dl_pdcp_rx_pkts"] > 0  # TCP ACKs and the reply came down
+        assert md["ul_grants"] > 0 and 0 < md["rb_share"] <= 1
+        assert md["ul_mcs_mean"] is not None and md["ul_mcs_mean"] > 20
+        assert ext["ul_pdcp_rx_bytes"] < size / 100  # the idle UE sent (almost) nothing
+        assert counted["lateness"]["samples"] > 0 and counted["lateness"]["max_ms"] > 0
+        assert counted["flags"] in ([], ["ns3-late"])
+        assert counted["ns3_cpu_pct"] > 0
+    assert netns.owned_namespaces(plan.run_id) == []
+    assert runs.read_run_record(plan.run_id) is None
+    assert not procs.is_running(pid), f"ns-3 process {pid} still runs"
+    assert not (tmp_path / "ns3" / "cwd").exists()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _lte_scenario(**enb: object) -> dict:
+    data = scenario_to_dict(load_scenario(ROOT / "scenarios" / "lte-load-sweep.yaml"))
+    for h in data["hosts"]:
+        if h["role"] == "enb":
+            h.update(enb)
+    return data
+
+
+def test_a_bad_scheduler_names_file_key_and_choices() -> None:
+    ck = Checker("s.yaml")
+    parse_ns3(ck, {"scheduler": "fifo"}, "hosts[2]", "lte", "ns3", available=True)
+    assert [str(p) for p in ck.problems] == [
+        "s.yaml: hosts[2].ns3.scheduler: expected one of rr, pf, got 'fifo'"]
+
+
+def test_keys_of_the_other_link_kind_are_refused() -> None:
+    ck = Checker("s.yaml")
+    parse_ns3(ck, {"rate_control": "minstrel"}, "hosts[2]", "lte", "ns3", available=True)
+    parse_ns3(ck, {"scheduler": "rr"}, "hosts[3]", "wifi", "ns3", available=True)
+    text = "\n".join(map(str, ck.problems))
+    assert "s.yaml: hosts[2].ns3.rate_control: rate control belongs to the 802.11g cell" in text
+    assert ("s.yaml: hosts[3].ns3.scheduler: the scheduler is LENA's eNB MAC scheduler of an "
+            "LTE link; this link is wifi: remove it") in text
+
+
+def test_a_wired_link_is_not_simulated() -> None:
+    ck = Checker("s.yaml")
+    parse_ns3(ck, None, "hosts[2]", "wired", "ns3", available=True)
+    assert [str(p) for p in ck.problems] == [
+        "s.yaml: hosts[2].backend: the ns3 backend simulates a WiFi (802.11g) or an LTE (LENA) "
+        "cell, not a wired link: use backend vm, namespace or auto"]
+
+
+@needs_ns3
+def test_lte_ns3_section_is_parsed_and_round_trips() -> None:
+    s = parse_scenario(_lte_scenario(backend="ns3", ns3={"scheduler": "pf",
+                                                         "distance_m": {"md": 50}}))
+    enb = s.host("enb")
+    assert enb.ns3 == Ns3Settings({"md": 50.0}, None, 1, "pf")
+    assert parse_scenario(scenario_to_dict(s)) == s
+    default = parse_scenario(_lte_scenario(backend="ns3")).host("enb")
+    assert default.ns3 == Ns3Settings.for_kind("lte") and default.ns3.scheduler == "rr"
+    with pytest.raises(ScenarioError, match=r"hosts\[2\]\.ns3\.scheduler: expected one of rr, pf"):
+        parse_scenario(_lte_scenario(backend="ns3", ns3={"scheduler": "maxci"}), source="s.yaml")
