@@ -4,14 +4,13 @@ real cpusets (root)."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from testbed.lab import cpu, cpuset
+from testbed.lab import cpu, cpuset, names, netns
 from testbed.scenario import ScenarioError, parse_scenario, scenario_to_dict
 
 VM = cpuset.AP_PROCESSES["vm"]
@@ -100,6 +99,8 @@ def _started(proc: subprocess.Popen, program: str, timeout_s: float = 10.0) -> N
     """Wait (bounded) until ``proc`` has exec'd ``program`` (join_argv's sh ran first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited with status {proc.returncode}")
         with open(f"/proc/{proc.pid}/comm") as fh:
             if fh.read().strip() == program:
                 return
@@ -113,20 +114,23 @@ def test_the_es_set_pins_its_process_and_the_groups_go_with_the_run():
     support = cpuset.detect_cpuset_support()
     if len(usable) < 2 or support.backend is None:
         pytest.skip(f"needs 2 usable CPUs and a cpuset controller: {support.detail}")
-    run_id = secrets.token_hex(3)
+    run_id = names.new_run_id()
     plan = cpuset.plan_isolation(usable, ["md"], "es")  # this machine's plan: partial on 2 CPUs
     procs: list[subprocess.Popen] = []
+    spaces = [names.namespace_name(run_id, host) for host in ("es", "md")]
     try:
         applied = cpuset.apply_isolation(run_id, plan, support)
         assert applied.applied and applied.level == plan.level != "none"
         groups = dict(applied.groups)
-        for host in ("es", "md"):
-            procs.append(subprocess.Popen([*cpuset.join_argv(applied, host), "sleep", "30"]))
+        for host, ns in zip(("es", "md"), spaces):
+            # as a lab host's processes start: under `ip netns exec`, whose /sys has no cgroups
+            netns.create_namespace(ns)
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns,
+                                           *cpuset.join_argv(applied, host), "sleep", "30"]))
             _started(procs[-1], "sleep")
             assert _allowed(procs[-1].pid) == plan.cpus[host], host
             assert applied.threads(host) == len(plan.cpus[host])
-        es_proc, md_proc = procs
-        assert not set(_allowed(es_proc.pid)) & set(plan.rest)  # the ES alone on its CPUs
+        assert not set(_allowed(procs[0].pid)) & set(plan.rest)  # the ES alone on its CPUs
         procs.append(subprocess.Popen(["sleep", "30"]))
         assert cpuset.move_to(applied, cpuset.REST, procs[-1].pid)
         assert _allowed(procs[-1].pid) == plan.rest
@@ -136,7 +140,10 @@ def test_the_es_set_pins_its_process_and_the_groups_go_with_the_run():
         for proc in procs:
             proc.kill()
             proc.wait()
+        for ns in spaces:
+            netns.remove_namespace(ns)
     assert not any("FAILED" in line for line in done), done
     assert cpu.owned_run_dirs(run_id) == []
     assert not any(os.path.exists(g) for g in groups.values()), groups
+    assert netns.owned_namespaces(run_id) == []
     assert after == [tuple(usable)] * 3  # moved out (back on every CPU), not killed

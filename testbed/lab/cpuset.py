@@ -240,8 +240,13 @@ def move_to(plan: Isolation, host: str, pid: int) -> bool:
 
 def join_argv(plan: Isolation, host: str) -> list[str]:
     """A command-line prefix that moves the command into ``host``'s cpuset before it starts
-    (``sh`` writes its own pid, then ``exec``\\ s the command); [] when not applied."""
+    (``sh`` writes its own pid, then ``exec``\\ s the command); [] when not applied.
+
+    The group is reached through ``/proc/<this process>/root``: a host's commands run under
+    ``ip netns exec``, whose mount namespace has a fresh ``/sys`` without the cgroup mounts
+    (``/sys/fs/cgroup/...`` does not exist there), while this process's root still shows them."""
     group = plan.group(host)
     if group is None:
         return []
-    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', group]
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"',
+            f"/proc/{os.getpid()}/root{group}"]
