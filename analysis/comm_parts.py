@@ -24,7 +24,7 @@ Parts (``FrameParts``), adding up to ``comm`` by construction up to ``residual``
 - ``fixed``: the MD's send stack (send start -> first segment into the bottleneck), the
   bottleneck's fixed delay ``D`` (propagation + forwarding: per step, the smallest one-way delay
   minus serialization over all its frame segments) and the ES's stack (last byte at the ES ->
-  first reply byte leaving it, minus ``es_proc``);
+  first reply byte leaving it, minus ``es_queue`` and ``es_proc``, which comm leaves out);
 - ``reply``: first reply byte leaving the ES -> reply received by the MD's application;
 - ``medium``: only where the bottleneck has no nominal rate (the ns3 backend's simulated 802.11g
   cell: contention, MAC retries and airtime decide how fast it sends, and its two capture points
@@ -284,7 +284,7 @@ def split_frame(r: FrameRecord, caps: StepCaptures, lo: int, offset_ns: int, d_n
     hi = lo + r.wire_bytes
     t_send = send_ns(r, offset_ns)
     t_reply = r.capture_ns + round(r.total * 1e9) + offset_ns
-    es_ns = round((r.es_proc or 0) * 1e9)
+    es_ns = round(((r.es_queue or 0) + (r.es_proc or 0)) * 1e9)  # not in comm
     mine = [x for x in caps.up["md"] if x.hi > lo and x.lo < hi]
     parts.retransmissions = sum(x.retransmitted for x in mine)
     done_ns, used = _completion(caps.up["bottleneck-out"], lo, hi)
@@ -335,7 +335,7 @@ def split_frame(r: FrameRecord, caps: StepCaptures, lo: int, offset_ns: int, d_n
     if md_stack < -tol_ns:
         flags.append(f"first segment {-md_stack * NS * 1e3:.2f} ms before the send start (clock)")
     if es_stack < -tol_ns:
-        flags.append(f"reply left the ES {-es_stack * NS * 1e3:.2f} ms before es_proc ended")
+        flags.append(f"reply left the ES {-es_stack * NS * 1e3:.2f} ms before es_queue + es_proc ended")
     if parts.queue < -TOLERANCE_S:
         flags.append(f"the frame left the bottleneck {-parts.queue * 1e3:.2f} ms sooner than "
                      "its nominal rate allows")

@@ -159,7 +159,8 @@ class Timeline:
     reply_es: list[float]
     reply_md: list[float]
     reply_ms: float
-    es_proc_ms: float
+    es_ms: float
+    """The ES's es_queue + es_proc (not in comm: reply times are shifted back by it)."""
 
 
 def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timeline:
@@ -197,12 +198,12 @@ def _read_timeline(folder: Path, parts: FrameParts, record: dict, port: int) -> 
     hi = lo + r.wire_bytes
     t_send = comm_parts.send_ns(r, offset)
     t_reply = r.capture_ns + round(r.total * 1e9) + offset
-    es_ms = (r.es_proc or 0) * 1e3
+    es_ms = ((r.es_queue or 0) + (r.es_proc or 0)) * 1e3
 
     def rel(seq):
         return [((x.t_ns - t_send) * 1e-6, (x.lo - lo) / 1000) for x in seq if x.hi > lo and x.lo < hi]
 
-    def reply(seq):  # shifted back by es_proc: the time line is comm's
+    def reply(seq):  # shifted back by the ES's time: the time line is comm's
         return [(x.t_ns - t_send) * 1e-6 - es_ms for x in seq if t_send < x.t_ns <= t_reply]
 
     return Timeline(parts.step, parts.frame_id, rel(caps.up["bottleneck-in"]),
@@ -223,8 +224,8 @@ def fig_timeline(t: Timeline):
         ax.axvline(x, color="#2ca02c", lw=0.8)
     ax.axvline(t.reply_ms, color="black", lw=0.8)
     ax.text(t.reply_ms, top, " reply read", fontsize=7, va="top")
-    ax.set_xlabel(f"time since the frame's send start (ms; reply times less es_proc, "
-                  f"{t.es_proc_ms:.1f} ms)")
+    ax.set_xlabel(f"time since the frame's send start (ms; reply times less es_queue + "
+                  f"es_proc, {t.es_ms:.1f} ms)")
     ax.set_ylabel("frame byte offset (KB)")
     ax.set_title(f"{t.step}, frame {t.frame_id} (reply: dashed at the ES, solid at the MD)",
                  fontsize=9)

@@ -1,6 +1,7 @@
 """A run with packet captures on, end to end on the emulated lab (the AP as a namespace: the
-four capture points): the files are kept and sized in the manifest, the breakdown reads them,
-and no tcpdump is left behind, after a finished run and after Ctrl-C."""
+four capture points; the AP simulated by ns-3: the MD's and ES's taps): the files are kept and
+sized in the manifest, the breakdown reads them, and no tcpdump is left behind, after a finished
+run and after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from analysis.comm_parts import TOLERANCE_S, run_parts
+from analysis.comm_report import write_breakdown
+from testbed.ns3_settings import ns3_available
 
 from tests.childproc import restore_sigint
 
@@ -29,7 +32,7 @@ link: {{kind: wifi, preset: wifi-80211g}}
 hosts:
   - {{name: md, role: md}}
   - {{name: es, role: es}}
-  - {{name: ap, role: ap, backend: namespace}}
+  - {{name: ap, role: ap, backend: {backend}}}
   - {{name: ext, role: ext}}
 sweep: {{loads_mbit: [0], settle_s: 0.5}}
 model: mobilenet_v2
@@ -38,6 +41,7 @@ configurations:
 frames: {frames}
 warmup: 1
 packet_capture: {{enabled: true, snap_bytes: 96}}
+cpu_isolation: false   # captures, not processing, are under test
 """
 POINTS = {"md", "ap-in", "ap-out", "es"}
 
@@ -54,9 +58,11 @@ def _tcpdumps(run_id: str) -> list[str]:
     return found
 
 
-def test_captures_are_kept_and_no_tcpdump_stays(tmp_path):
+def _run(tmp_path: Path, backend: str, frames: int) -> tuple[Path, dict, str, dict]:
+    """A one-step run with captures: its folder, manifest, step and step record; each kept
+    capture checked (file, size, no packet lost by tcpdump)."""
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(SCENARIO.format(frames=4))
+    scenario.write_text(SCENARIO.format(frames=frames, backend=backend))
     proc = subprocess.run([sys.executable, "-m", "testbed", "run", str(scenario), "--results",
                            str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
     runs = list((tmp_path / "results").iterdir())
@@ -64,7 +70,6 @@ def test_captures_are_kept_and_no_tcpdump_stays(tmp_path):
     out = runs[0]
     manifest = json.loads((out / "manifest.json").read_text())
     (step, record), = manifest["steps"].items()
-    assert set(record["captures"]) == POINTS
     for point, entry in record["captures"].items():
         path = out / entry["file"]
         assert path == out / "captures" / step / f"{point}.pcap.gz"
@@ -72,15 +77,43 @@ def test_captures_are_kept_and_no_tcpdump_stays(tmp_path):
         assert entry["captured"] > 0 and entry["dropped_by_kernel"] == 0
         assert entry["captured"] == entry["received_by_filter"]  # nothing left in a kernel buffer
     assert record["clock"]["before"]["reading_ns"] < 1_000_000
+    return out, manifest, step, record
+
+
+def test_captures_are_kept_and_no_tcpdump_stays(tmp_path):
+    out, manifest, _, record = _run(tmp_path, "namespace", frames=4)
+    assert set(record["captures"]) == POINTS
     parts = [p for p in run_parts(out) if not p.warmup]
     assert len(parts) == 4
     assert all(abs(p.comm - p.parts_sum) <= TOLERANCE_S for p in parts if not p.flag)
     assert _tcpdumps(manifest["run_id"]) == []
 
 
+@pytest.mark.skipif(not ns3_available(), reason="ns-3 (ns3==3.44.post0) not installed")
+def test_ns3_backend_captures_at_the_taps(tmp_path):
+    """The ns3 backend: tcpdump on the MD's and the ES's taps (the simulated cell between them
+    has no Linux interface); every frame splits, its time in the cell one part (``medium``),
+    and the report says queue and serialization are not split there."""
+    out, manifest, step, record = _run(tmp_path, "ns3", frames=4)
+    run_id = manifest["lab"]["run_id"]
+    assert {p: (e["interface"], tuple(e["roles"])) for p, e in record["captures"].items()} == {
+        "md": (f"tb{run_id}-smd", ("md", "bottleneck-in")),
+        "es": (f"tb{run_id}-ses", ("bottleneck-out", "es"))}
+    parts = [p for p in run_parts(out) if not p.warmup]
+    assert len(parts) == 4 and not [p.flag for p in parts if p.flag]
+    for p in parts:
+        assert abs(p.residual) < 1e-5  # one station, no reordering: the parts are comm exactly
+        assert p.queue == p.serialization == 0.0 and p.medium >= 0 and p.fixed > 0
+        assert p.unsplit.startswith("ns3 backend: ns-3 802.11g BSS has no nominal rate")
+    report = write_breakdown(out, tmp_path / "figures", tmp_path / "tables")
+    assert "Not split: ns3 backend" in report.html and "comm_timeline" in report.figures
+    assert (out / "captures" / step / "breakdown.json").exists()
+    assert _tcpdumps(run_id) == []
+
+
 def test_ctrl_c_stops_the_captures(tmp_path):
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(SCENARIO.format(frames=400))
+    scenario.write_text(SCENARIO.format(frames=400, backend="namespace"))
     proc = subprocess.Popen([sys.executable, "-m", "testbed", "run", str(scenario), "--results",
                              str(tmp_path / "results")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)

@@ -285,7 +285,7 @@ def test_uplink_parts_span_send_start_to_last_byte_at_the_es(manifest, parts, re
         last = max(y.t_ns for y in caps.up["es"] if y.lo < lo + r.wire_bytes <= y.hi)
         reply_out = min(y.t_ns for y in caps.down["es"] if y.t_ns > last)
         uplink = (last - comm_parts.send_ns(r, offset)) * 1e-9
-        es_stack = (reply_out - last) * 1e-9 - r.es_proc
+        es_stack = (reply_out - last) * 1e-9 - r.es_proc - (r.es_queue or 0)
         walk = p.stall + p.retransmission + p.queue + p.serialization
         assert walk + (p.fixed - es_stack) == pytest.approx(uplink, abs=TOLERANCE_S)
         assert p.reply == pytest.approx(r.comm - uplink - es_stack, abs=1e-6)
