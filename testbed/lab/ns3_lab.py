@@ -162,6 +162,7 @@ class Ns3Lab(LabBase):
         cwd = self.workdir / "cwd"  # empty: ns-3's import scans its working directory
         shutil.rmtree(cwd, ignore_errors=True)
         cwd.mkdir()
+        self.stats_path.unlink(missing_ok=True)  # a resumed run's: not this simulator's counters
         cfg = self.workdir / "config.json"
         cfg.write_text(json.dumps(self._config(), indent=1))
         self._log_fh = open(self.workdir / "ns3.log", "w")

@@ -25,11 +25,11 @@ Protocol on stdout (one line each, the rest is log): ``TAPS`` once every tap is 
 (IMSI, RNTI, LTE address per UE), ``RUNNING`` before the simulator starts. Every
 ``stats_period_ms`` of simulated time the counters are written (atomically) to ``stats_path``
 as JSON: per UE the uplink grants, resource blocks and MCS the eNB's scheduler gave it, TB
-sizes, uplink TBs received in error, PDCP bytes and packets each way at both ends, RLC bytes
-sent and RLC buffer drops each way, the summed uplink PDCP delay; and the real-time lateness
-(wall clock minus simulated time, sampled every 1 ms; a histogram in 10 us bins, the format
-:func:`testbed.lab.ns3_lab.lateness_window` reads). The process runs until it is killed; its
-taps vanish with it.
+sizes, the uplink TBs the eNB expected and how many of them it could not decode, PDCP bytes and
+packets each way at both ends, RLC bytes sent and RLC buffer drops each way, the summed uplink
+PDCP delay; and the real-time lateness (wall clock minus simulated time, sampled every 1 ms; a
+histogram in 10 us bins, the format :func:`testbed.lab.ns3_lab.lateness_window` reads). The
+process runs until it is killed; its taps vanish with it.
 """
 
 from __future__ import annotations
