@@ -21,6 +21,9 @@ prints:
    competing UDP load to es and md runs the transfers.
 
     .venv/bin/python benchmarks/ns3_fidelity.py [--seconds 6] [--count 15] [--json out.json]  (root)
+
+With ``--lte [--scheduler rr|pf]`` the LENA LTE cell instead (``lte()``): one saturating UE, two
+saturating UEs against 1.5 Mbit/s +- 10 % each, the simulator's CPU and lateness.
 """
 
 from __future__ import annotations
@@ -111,15 +114,103 @@ def _late(counted: dict[str, Any]) -> str:
             f"{late.get('p99_ms')} ms, max {late.get('max_ms')} ms]")
 
 
+LTE_TBS_BITS = {6: 3240, 3: 1608}
+"""Transport block bits per 1 ms TTI at uplink MCS 24 (TBS index 22; 3GPP TS 36.213 Table
+7.1.7.2.1-1) on 6 RBs (one UE alone) and 3 RBs (each of two UEs)."""
+LTE_IP_SHARE = PAYLOAD / (PAYLOAD + 28 + 2)  # UDP payload of a PDCP PDU (IP/UDP 28 B, PDCP 2 B)
+
+
+def _lte_ues(counted: dict[str, Any]) -> str:
+    return "; ".join(f"{h}: RB share {d['rb_share']:.2f}, MCS {d['ul_mcs_mean']}, "
+                     f"TB errors {d['ul_tb_errors']}, RLC drops {d['ul_rlc_drops']}"
+                     for h, d in counted["devices"].items() if d["ul_grants"])
+
+
+def lte(args: argparse.Namespace) -> int:
+    """``--lte``: the LENA cell (md and ext as UEs, es behind the PGW; testbed.lab.ns3_lte).
+
+    1. idle cell: the ns-3 process's CPU and lateness, base RTT (1-byte messages) and a 10,092 B
+       transfer (the paper's bottleneck payload), median of ``--count``;
+    2. one saturating UE (md -> es, iperf3 UDP 1472 B, 4 Mbit/s offered): its uplink goodput next
+       to the transport blocks' bound (6 RBs at MCS 24 x the UDP payload's share of a PDCP PDU);
+    3. two saturating UEs (md and ext -> es at once): each one's goodput against 1.5 Mbit/s
+       +- 10 % (the paper's 3 Mbit/s split evenly), RB shares.
+    """
+    from testbed.lab.ns3_lte import Ns3LteLab
+    from testbed.ns3_settings import Ns3Settings
+
+    plan = LabPlan.star(LinkShape(rate_mbit=3, queue_packets=128), router="enb")
+    settings = Ns3Settings(rate_control=None, scheduler=args.scheduler)
+    res: dict[str, Any] = {"loadavg_start": os.getloadavg(), "scheduler": args.scheduler}
+    rows: list[tuple[str, str, str]] = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ns3-lte-") as tmp, \
+            Ns3LteLab(plan, Path(tmp), settings) as lab:
+        res["bringup_s"] = round(time.monotonic() - t0, 1)
+        print(f"LTE lab up in {res['bringup_s']} s (scheduler {args.scheduler}): {lab.ready}")
+        md, es, addr = lab.namespace("md"), lab.namespace("es"), lab.address("es")
+
+        lab.conditions()
+        time.sleep(args.seconds)
+        idle = lab.medium_counters()
+        rtt = statistics.median(transfer_times(md, es, addr, 1, args.count, 0.2))
+        small = statistics.median(transfer_times(md, es, addr, 10_092, args.count, 0.2))
+        res["idle"] = {"counters": idle, "base_rtt_ms": rtt * 1e3, "transfer_10092_ms": small * 1e3}
+        rows.append(("base RTT, 1-byte messages (median)", f"{rtt * 1e3:.1f} ms", "-"))
+        rows.append(("10,092 B transfer on the idle cell (median)", f"{small * 1e3:.1f} ms", "-"))
+
+        lab.conditions()
+        one = udp_goodputs(lab, {"md": 4.0}, args.seconds, 5900)["md"]
+        one_counted = lab.medium_counters()
+        bound = LTE_TBS_BITS[6] * 1e3 * LTE_IP_SHARE / 1e6
+        res["one_ue"] = {"mbit": one, "tb_bound_mbit": bound, "counters": one_counted}
+        rows.append(("one saturating UE (md), UDP goodput", f"{one:.2f} Mbit/s",
+                     f"3 Mbit/s; TB bound {bound:.2f} (ratio {one / bound:.3f})"))
+
+        lab.conditions()
+        two = udp_goodputs(lab, {"md": 4.0, "ext": 4.0}, args.seconds, 5910)
+        two_counted = lab.medium_counters()
+        res["two_ues"] = {"mbit": two, "counters": two_counted}
+        half = LTE_TBS_BITS[3] * 1e3 * LTE_IP_SHARE / 1e6
+        for h, v in two.items():
+            ok = abs(v - 1.5) <= 0.15
+            rows.append((f"two saturating UEs: {h}, UDP goodput", f"{v:.2f} Mbit/s",
+                         f"1.5 +- 10 %: {'ok' if ok else 'MISSED'}; TB bound {half:.2f}"))
+        rows.append(("two saturating UEs: RB share md / ext",
+                     " / ".join(f"{two_counted['devices'][h]['rb_share']:.2f}" for h in two),
+                     "0.50 / 0.50"))
+        for label, c in (("idle", idle), ("one UE", one_counted), ("two UEs", two_counted)):
+            late = c["lateness"]
+            rows.append((f"ns-3 CPU, lateness p99 (max): {label}",
+                         f"{c.get('ns3_cpu_pct')} % of a core, {late.get('p99_ms')} ms "
+                         f"({late.get('max_ms')} ms)", "p99 <= 1 ms (else ns3-late)"))
+    res["loadavg_end"] = os.getloadavg()
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'LTE check':<{width}}  {'measured':<34}  reference")
+    for name, got, ref in rows:
+        print(f"{name:<{width}}  {got:<34}  {ref}")
+    print(f"\none UE: {_lte_ues(one_counted)}\ntwo UEs: {_lte_ues(two_counted)}\nhost load "
+          f"average {res['loadavg_start'][0]:.2f} -> {res['loadavg_end'][0]:.2f} (2 cores)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=6.0, help="per UDP measurement")
     ap.add_argument("--count", type=int, default=15, help="transfers per size")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--lte", action="store_true",
+                    help="the LTE cell instead (LENA eNB + EPC; see lte()): UE uplink shares")
+    ap.add_argument("--scheduler", choices=("rr", "pf"), default="rr",
+                    help="with --lte: the eNB's MAC scheduler")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("ns3_fidelity: needs root (namespaces, taps)", file=sys.stderr)
         return 2
+    if args.lte:
+        return lte(args)
     plan = LabPlan.star(LinkShape(rate_mbit=24))
     res: dict[str, Any] = {"loadavg_start": os.getloadavg()}
     t0 = time.monotonic()
