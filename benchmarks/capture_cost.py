@@ -1,13 +1,21 @@
-"""What packet captures cost: the same scenario run with ``packet_capture`` off and on.
+"""What packet captures cost: the same sweep run with ``packet_capture`` off and on.
 
-    .venv/bin/python benchmarks/capture_cost.py [--load 20] [--frames 20]
-        [--configurations mimic-bottleneck org-split2] [--backend auto] [--results DIR]
+    .venv/bin/python benchmarks/capture_cost.py [--loads 5 20] [--frames 20]
+        [--configurations es-only org-split2 mimic-bottleneck] [--compute paper]
+        [--backend auto] [--results DIR]
 
-Runs ``testbed run`` twice (captures off, then on) at one competing load and prints per
-configuration: comm (mean ± std, ms) both ways, and for the run with captures per step: the
-tcpdump processes' CPU time (sampled from /proc every 0.2 s while they run, summed over the
-capture points), their share of the step's wall time, the compressed pcap bytes and the packets
-kept. Needs root (the emulated lab). Prints a Markdown table; takes a few minutes.
+Runs ``testbed run`` twice (captures off, then on) over the same loads and configurations and
+prints per configuration and load: comm's mean without and with captures and their ratio, and
+for the run with captures: the tcpdump processes' CPU time per step (sampled from /proc every
+0.2 s while they run, summed over the capture points), its share of the step's wall time, the
+compressed pcap bytes and the packets kept. Then the breakdown of the run with captures: flagged
+frames, and how long it took read from the captures and again from its cache.
+
+``--compute paper`` (the default) replays the paper's devices (``paper-wifi-md`` on the MD,
+``paper-wifi-es`` on the ES, DenseNet-201, no CPU cap), so a difference between the two runs is
+the network's and the captures', not this machine's processing; ``--compute real`` processes for
+real with the MD capped at half a core. Needs root (the emulated lab); takes about
+2 x (loads x configurations x (frames + 2) x a frame's time) plus the lab's bring-up twice.
 """
 
 from __future__ import annotations
@@ -20,22 +28,29 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import yaml
 
 TICK = os.sysconf("SC_CLK_TCK")
+COMPUTE = {
+    "paper": ({"compute": "paper-wifi-md"}, {"compute": "paper-wifi-es"}),
+    "real": ({"cpu": 0.5}, {}),
+}
+"""Per ``--compute``: the MD's and the ES's extra host keys."""
 
 
 def scenario(args: argparse.Namespace, capture: bool) -> dict:
+    md, es = COMPUTE[args.compute]
     return {
         "name": f"capture-cost-{'on' if capture else 'off'}",
         "lab": "emulated",
         "link": {"kind": "wifi", "preset": "wifi-80211g"},
-        "hosts": [{"name": "md", "role": "md", "cpu": 0.5}, {"name": "es", "role": "es"},
+        "hosts": [{"name": "md", "role": "md", **md}, {"name": "es", "role": "es", **es},
                   {"name": "ap", "role": "ap", "backend": args.backend},
                   {"name": "ext", "role": "ext"}],
-        "sweep": {"loads_mbit": [args.load], "settle_s": 1.0},
+        "sweep": {"loads_mbit": list(args.loads), "settle_s": 1.0},
         "model": args.model,
         "configurations": list(args.configurations),
         "frames": args.frames,
@@ -45,7 +60,7 @@ def scenario(args: argparse.Namespace, capture: bool) -> dict:
 
 
 class TcpdumpCpu:
-    """Largest CPU time (s) seen per tcpdump process whose command line names ``key``."""
+    """Largest CPU time (s) seen per tcpdump process, summed per step (from its pcap's name)."""
 
     def __init__(self) -> None:
         self.seen: dict[int, tuple[str, float]] = {}
@@ -87,36 +102,53 @@ def run(args: argparse.Namespace, capture: bool, root: Path) -> Path:
     path.write_text(yaml.safe_dump(scenario(args, capture), sort_keys=False))
     results = root / ("on" if capture else "off")
     proc = subprocess.run([sys.executable, "-m", "testbed", "run", str(path), "--results",
-                           str(results)], capture_output=True, text=True, timeout=3600)
+                           str(results)], capture_output=True, text=True, timeout=6 * 3600)
     if proc.returncode != 0:
         sys.exit(f"testbed run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return next(results.iterdir())
 
 
-def comm_ms(folder: Path) -> dict[str, list[float]]:
+def comm_ms(folder: Path) -> dict[tuple[str, float], list[float]]:
+    """Measured frames' comm (ms) per (configuration, asked load)."""
     from testbed.records import read_records
 
-    out: dict[str, list[float]] = {}
+    out: dict[tuple[str, float], list[float]] = {}
     for r in read_records(folder / "frames.csv"):
         if not r.warmup and r.status == "ok" and r.comm is not None:
-            out.setdefault(r.config, []).append(r.comm * 1e3)
+            out.setdefault((r.config, r.load_mbit), []).append(r.comm * 1e3)
     return out
 
 
-def _pm(values: list[float]) -> str:
-    if not values:
-        return "-"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {spread:.1f} (p50 {statistics.median(values):.1f})"
+def _mean(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f}" if values else "-"
+
+
+def breakdown_times(folder: Path) -> tuple[int, int, float, float]:
+    """(frames, flagged, seconds to split them from the captures, seconds from the cache)."""
+    from analysis.comm_parts import run_parts
+
+    t0 = time.perf_counter()
+    parts = [p for p in run_parts(folder) if not p.warmup]
+    t1 = time.perf_counter()
+    again = [p for p in run_parts(folder) if not p.warmup]
+    t2 = time.perf_counter()
+    assert again == parts, "the cached breakdown differs from the computed one"
+    return len(parts), sum(bool(p.flag) for p in parts), t1 - t0, t2 - t1
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--load", type=float, default=20.0)
-    ap.add_argument("--frames", type=int, default=20)
-    ap.add_argument("--model", default="densenet169")
-    ap.add_argument("--configurations", nargs="+", default=["mimic-bottleneck", "org-split2"])
-    ap.add_argument("--backend", default="auto", choices=("auto", "vm", "namespace"))
+    ap.add_argument("--loads", type=float, nargs="+", default=[5.0, 20.0],
+                    help="competing loads, Mbit/s")
+    ap.add_argument("--frames", type=int, default=20, help="measured frames per step")
+    ap.add_argument("--model", default="densenet201",
+                    help="the paper's device profiles hold DenseNet-201 only")
+    ap.add_argument("--configurations", nargs="+",
+                    default=["es-only", "org-split2", "mimic-bottleneck"])
+    ap.add_argument("--compute", choices=sorted(COMPUTE), default="paper",
+                    help="paper: replay the paper's MD and ES (no CPU cap); real: process for "
+                         "real, MD at half a core")
+    ap.add_argument("--backend", default="auto", choices=("auto", "vm", "namespace", "ns3"))
     ap.add_argument("--results", type=Path, default=None, help="keep both runs here")
     args = ap.parse_args()
     root = args.results or Path(tempfile.mkdtemp(prefix="capture-cost-"))
@@ -127,20 +159,29 @@ def main() -> None:
     manifest = json.loads((on / "manifest.json").read_text())
     comm_off, comm_on = comm_ms(off), comm_ms(on)
     tcpdump = cpu.per_step()
-    print(f"capture cost at {args.load:g} Mbit/s competing load, {args.frames} frames per step, "
-          f"backend {manifest['lab']['backend']['backend']}; runs in {root}\n")
-    print("| configuration | comm off (ms) | comm on (ms) | step wall (s) | tcpdump CPU (s) "
-          "| tcpdump CPU / wall | pcap.gz bytes | packets kept |")
-    print("|---|---|---|---|---|---|---|---|")
-    for step, rec in manifest["steps"].items():
+    print(f"capture cost, {args.frames} frames per step, compute {args.compute}, backend "
+          f"{manifest['lab']['backend']['backend']}, {len(cpu.seen)} tcpdump processes sampled "
+          f"(CPU in {1 / TICK:g} s ticks); runs in {root}\n")
+    print("| configuration | load (Mbit/s) | comm off (ms) | comm on (ms) | on / off "
+          "| step wall (s) | tcpdump CPU (s) | tcpdump CPU / wall | pcap.gz bytes | packets kept |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = sorted(manifest["steps"].items(), key=lambda kv: (kv[1]["config"],
+                                                              kv[1]["load_asked_mbit"]))
+    for step, rec in rows:
+        key = (rec["config"], rec["load_asked_mbit"])
+        c_off, c_on = comm_off.get(key, []), comm_on.get(key, [])
+        ratio = (f"{statistics.mean(c_on) / statistics.mean(c_off):.2f}"
+                 if c_off and c_on else "-")
         caps = rec.get("captures") or {}
         size = sum(c.get("bytes", 0) for c in caps.values())
         packets = sum(c.get("captured", 0) for c in caps.values())
         used = tcpdump.get(step, 0.0)
         wall = rec.get("captures_s") or rec["wall_s"]
-        print(f"| {rec['config']} | {_pm(comm_off.get(rec['config'], []))} | "
-              f"{_pm(comm_on.get(rec['config'], []))} | {wall:.1f} | {used:.2f} | "
-              f"{100 * used / wall:.1f} % | {size:,} | {packets:,} |")
+        print(f"| {rec['config']} | {key[1]:g} | {_mean(c_off)} | {_mean(c_on)} | {ratio} | "
+              f"{wall:.1f} | {used:.2f} | {100 * used / wall:.1f} % | {size:,} | {packets:,} |")
+    frames, flagged, first, cached = breakdown_times(on)
+    print(f"\nbreakdown of the run with captures: {frames} measured frames, {flagged} flagged; "
+          f"split from the captures in {first:.2f} s, from the cache in {cached:.2f} s")
 
 
 if __name__ == "__main__":
