@@ -97,6 +97,7 @@ def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> 
         assert md["ul_pdcp_rx_bytes"] >= size  # every byte crossed the eNB's uplink PDCP
         assert md["dl_pdcp_rx_pkts"] > 0  # TCP ACKs and the reply came down
         assert md["ul_grants"] > 0 and 0 < md["rb_share"] <= 1
+        assert 0 < md["ul_sent"] <= md["ul_grants"]
         assert md["ul_mcs_mean"] is not None and md["ul_mcs_mean"] > 20
         assert ext["ul_pdcp_rx_bytes"] < size / 100  # the idle UE sent (almost) nothing
         assert counted["lateness"]["samples"] > 0 and counted["lateness"]["max_ms"] > 0

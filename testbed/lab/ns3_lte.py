@@ -27,9 +27,10 @@ link's only queue), HARQ and the PHY error model on. The link's rate, delay, jit
 are not applied (the report says so).
 
 Each step records (``medium_counters``) per UE: uplink grants, resource blocks and their share
-of the step's uplink RBs, mean uplink MCS, TBs in error, PDCP bytes/packets each way (Mbit/s
-received at the eNB), mean uplink PDCP delay, RLC buffer drops each way; the lateness and the
-ns-3 process's CPU as in WiFi mode.
+of the step's uplink RBs, mean uplink MCS, PDUs sent and grants left unused (the UE had no data
+for them: LENA's eNB counts such a grant as a TB not decoded, ``ul_tb_errors``, when another
+UE's transmission ends in that TTI), PDCP bytes/packets each way (Mbit/s received), mean uplink
+PDCP delay, RLC buffer drops each way; the lateness and the ns-3 process's CPU as in WiFi mode.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ SCHEDULER_TYPES = {"rr": "ns3::RrFfMacScheduler", "pf": "ns3::PfFfMacScheduler"}
 NOT_APPLIED = ("simulated LTE: capacity, delay and loss come from ns-3's LENA PHY and MAC "
                f"({UL_RBS} uplink RBs, MCS from the uplink SINR, HARQ, scheduler), not from the "
                "link shape")
-COUNTERS = ("ul_grants", "ul_rbs", "ul_mcs_sum", "ul_tb_bytes", "ul_tbs", "ul_tb_errors",
+COUNTERS = ("ul_grants", "ul_rbs", "ul_mcs_sum", "ul_tb_bytes", "ul_sent", "ul_tbs", "ul_tb_errors",
             "ul_pdcp_tx_bytes", "ul_pdcp_tx_pkts", "ul_pdcp_rx_bytes", "ul_pdcp_rx_pkts",
             "ul_pdcp_delay_ns", "ul_rlc_tx_bytes", "ul_rlc_drops", "dl_pdcp_tx_bytes",
             "dl_pdcp_tx_pkts", "dl_pdcp_rx_bytes", "dl_pdcp_rx_pkts", "dl_rlc_drops")
@@ -147,6 +148,7 @@ def window_counters(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
         b = before["devices"].get(name, {})
         delta = {k: d[k] - b.get(k, 0) for k in COUNTERS}
         mcs_sum, delay_ns = delta.pop("ul_mcs_sum"), delta.pop("ul_pdcp_delay_ns")
+        delta["ul_unused_grants"] = delta["ul_grants"] - delta["ul_sent"]
         delta["rb_share"] = round(delta["ul_rbs"] / (after["ul_rbs"] * sim * 1000), 4)
         delta["ul_mcs_mean"] = round(mcs_sum / delta["ul_grants"], 2) if delta["ul_grants"] else None
         delta["ul_mbit"] = round(8 * delta["ul_pdcp_rx_bytes"] / sim / 1e6, 3)

@@ -25,11 +25,12 @@ Protocol on stdout (one line each, the rest is log): ``TAPS`` once every tap is 
 (IMSI, RNTI, LTE address per UE), ``RUNNING`` before the simulator starts. Every
 ``stats_period_ms`` of simulated time the counters are written (atomically) to ``stats_path``
 as JSON: per UE the uplink grants, resource blocks and MCS the eNB's scheduler gave it, TB
-sizes, the uplink TBs the eNB expected and how many of them it could not decode, PDCP bytes and
-packets each way at both ends, RLC bytes sent and RLC buffer drops each way, the summed uplink
-PDCP delay; and the real-time lateness (wall clock minus simulated time, sampled every 1 ms; a
-histogram in 10 us bins, the format :func:`testbed.lab.ns3_lab.lateness_window` reads). The
-process runs until it is killed; its taps vanish with it.
+sizes, the uplink PDUs the UE sent on them, the TBs the eNB expected and how many of them it
+could not decode, PDCP bytes and packets each way at both ends, RLC bytes sent and RLC buffer
+drops each way, the summed uplink PDCP delay; and the real-time lateness (wall clock minus
+simulated time, sampled every 1 ms; a histogram in 10 us bins, the format
+:func:`testbed.lab.ns3_lab.lateness_window` reads). The process runs until it is killed; its
+taps vanish with it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ struct Ue {
   Ptr<LteUeNetDevice> dev;
   uint64_t imsi = 0;
   uint16_t rnti = 0;
-  uint64_t ulGrants = 0, ulRbs = 0, ulMcsSum = 0, ulTbBytes = 0, ulTbs = 0, ulTbErrors = 0;
+  uint64_t ulGrants = 0, ulRbs = 0, ulMcsSum = 0, ulTbBytes = 0, ulSent = 0, ulTbs = 0,
+           ulTbErrors = 0;
   uint64_t ulPdcpTxBytes = 0, ulPdcpTxPkts = 0, ulPdcpRxBytes = 0, ulPdcpRxPkts = 0;
   uint64_t ulPdcpDelayNs = 0, ulRlcTxBytes = 0, ulRlcDrops = 0;
   uint64_t dlPdcpTxBytes = 0, dlPdcpTxPkts = 0, dlPdcpRxBytes = 0, dlPdcpRxPkts = 0;
@@ -172,6 +174,10 @@ void OnUlReception(PhyReceptionStatParameters p) {
   if (Ue* u = ByRnti(p.m_rnti)) { u->ulTbs++; if (!p.m_correctness) u->ulTbErrors++; }
 }
 void OnUlRbs(int i, uint16_t, const std::vector<int>& rbs) { g_ues[i].ulRbs += rbs.size(); }
+// The UE's uplink PHY starts a transmission: with a packet burst (a MAC PDU on PUSCH) or without
+// (PUCCH only). A grant the UE had no PDU for is not sent; LENA's eNB still expects its TB and,
+// when another UE's signal ends a reception in that TTI, counts it as not decoded.
+void OnUeTxStart(int i, Ptr<const PacketBurst> pb) { if (pb && pb->GetNPackets()) g_ues[i].ulSent++; }
 void OnUePdcpTx(int i, uint16_t, uint8_t, uint32_t n) { g_ues[i].ulPdcpTxBytes += n; g_ues[i].ulPdcpTxPkts++; }
 void OnUePdcpRx(int i, uint16_t, uint8_t, uint32_t n, uint64_t) { g_ues[i].dlPdcpRxBytes += n; g_ues[i].dlPdcpRxPkts++; }
 void OnUeRlcTx(int i, uint16_t, uint8_t, uint32_t n) { g_ues[i].ulRlcTxBytes += n; }
@@ -220,7 +226,7 @@ void WriteStats() {
     for (size_t i = 0; i < g_ues.size(); ++i) {
       const Ue& u = g_ues[i];
       std::fprintf(f, "%s\"%s\": {\"ul_grants\": %llu, \"ul_rbs\": %llu, \"ul_mcs_sum\": %llu, "
-                   "\"ul_tb_bytes\": %llu, \"ul_tbs\": %llu, \"ul_tb_errors\": %llu, "
+                   "\"ul_tb_bytes\": %llu, \"ul_sent\": %llu, \"ul_tbs\": %llu, \"ul_tb_errors\": %llu, "
                    "\"ul_pdcp_tx_bytes\": %llu, \"ul_pdcp_tx_pkts\": %llu, "
                    "\"ul_pdcp_rx_bytes\": %llu, \"ul_pdcp_rx_pkts\": %llu, "
                    "\"ul_pdcp_delay_ns\": %llu, \"ul_rlc_tx_bytes\": %llu, \"ul_rlc_drops\": %llu, "
@@ -228,7 +234,8 @@ void WriteStats() {
                    "\"dl_pdcp_rx_bytes\": %llu, \"dl_pdcp_rx_pkts\": %llu, \"dl_rlc_drops\": %llu}",
                    i ? ", " : "", u.name.c_str(), (unsigned long long)u.ulGrants,
                    (unsigned long long)u.ulRbs, (unsigned long long)u.ulMcsSum,
-                   (unsigned long long)u.ulTbBytes, (unsigned long long)u.ulTbs,
+                   (unsigned long long)u.ulTbBytes, (unsigned long long)u.ulSent,
+                   (unsigned long long)u.ulTbs,
                    (unsigned long long)u.ulTbErrors, (unsigned long long)u.ulPdcpTxBytes,
                    (unsigned long long)u.ulPdcpTxPkts, (unsigned long long)u.ulPdcpRxBytes,
                    (unsigned long long)u.ulPdcpRxPkts, (unsigned long long)u.ulPdcpDelayNs,
@@ -364,6 +371,8 @@ void Finish(const std::string& wireNet, const std::string& statsPath, int statsP
   for (size_t i = 0; i < g_ues.size(); ++i) {
     Connect(g_ues[i].dev->GetPhy(), "ReportUlPhyResourceBlocks",
             MakeBoundCallback(&OnUlRbs, (int)i));
+    Connect(g_ues[i].dev->GetPhy()->GetUlSpectrumPhy(), "TxStart",
+            MakeBoundCallback(&OnUeTxStart, (int)i));
   }
   Simulator::Schedule(MilliSeconds(1), &Tick);
   Simulator::Schedule(MilliSeconds(10), &CheckReady);
