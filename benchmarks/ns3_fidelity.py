@@ -121,8 +121,9 @@ LTE_IP_SHARE = PAYLOAD / (PAYLOAD + 28 + 2)  # UDP payload of a PDCP PDU (IP/UDP
 
 
 def _lte_ues(counted: dict[str, Any]) -> str:
-    return "; ".join(f"{h}: RB share {d['rb_share']:.2f}, MCS {d['ul_mcs_mean']}, "
-                     f"TB errors {d['ul_tb_errors']}, RLC drops {d['ul_rlc_drops']}"
+    return "; ".join(f"{h}: RB share {d['rb_share']:.2f}, MCS {d['ul_mcs_mean']}, grants "
+                     f"{d['ul_grants']} ({d['ul_unused_grants']} unused), TBs not decoded "
+                     f"{d['ul_tb_errors']}, RLC drops {d['ul_rlc_drops']}"
                      for h, d in counted["devices"].items() if d["ul_grants"])
 
 
