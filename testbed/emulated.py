@@ -90,7 +90,7 @@ class EmulatedHosts(HostSetBase):
         router = next(h for h in scenario.hosts if h.role in ("ap", "enb"))
         self.router = router.name
         caps = capabilities.detect()
-        self.choice = backends.choose(router.backend, caps)
+        self.choice = backends.choose(router.backend, caps, scenario.link.kind)
         for warning in self.choice["warnings"]:
             log.warning("%s", warning)
         log.info("AP backend: %s (%s)", self.choice["backend"], self.choice["reason"])

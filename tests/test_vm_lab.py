@@ -48,6 +48,7 @@ def test_auto_prefers_host_netem_then_the_vm_then_tbf(monkeypatch):
     assert (c["backend"], c["accel"]) == ("vm", "tcg") and "TCG" in c["reason"]
     assert choose_backend("auto", _Caps(netem=False, kvm=True))["accel"] == "kvm"
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(backends.ns3_settings, "ns3_available", lambda: False)  # else: ns-3
     c = choose_backend("auto", _Caps(netem=False))
     assert c["backend"] == "namespace" and c["warnings"] == [NO_NETEM_WARNING]
     assert "delay, jitter and loss are NOT applied" in NO_NETEM_WARNING

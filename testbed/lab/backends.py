@@ -10,7 +10,7 @@ vm         ``testbed.vm.lab``             a QEMU VM with Debian's kernel and rea
                                           stations and the ES stay namespaces
 ns3        ``testbed.lab.ns3_lab``        an ns-3 process simulating an 802.11g cell in real
                                           time (DCF, retries, ACKs), joined to the hosts'
-                                          namespaces through taps; never chosen by ``auto``
+                                          namespaces through taps
 ========== ============================== =====================================================
 
 A new backend is one module with a class that extends
@@ -18,22 +18,29 @@ A new backend is one module with a class that extends
 factory, plus one :class:`Backend` entry in :data:`BACKENDS`. Backends are imported only when
 chosen (the VM's pulls in its image builder).
 
-``auto`` (:func:`choose`): the first backend, in registry order, whose ``auto_reason`` accepts
-this machine (host netem: the namespace; else QEMU installed: the VM); else the namespace with
-tbf/htb and a warning that delay, jitter and loss are not applied.
+``auto`` (:func:`choose`): each backend says whether it can run here and what its medium
+measured (:mod:`testbed.lab.fidelity`: idle transfers against the medium's own floor); the most
+faithful wins, the cheaper one (registry order: namespace, vm, ns3) on a tie. On a kernel with
+sch_netem that is the namespace; on this project's machine kind (no sch_netem, QEMU installed)
+the VM's netem; with neither but ns-3 installed, ns-3's 802.11g cell (more faithful than
+tbf/htb); else the namespace with tbf/htb and a warning that delay, jitter and loss are not
+applied. The reason names every candidate, ns-3 included, with its figure.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from testbed import ns3_settings
 from testbed.lab import capabilities, cleanup
 from testbed.lab.base import LabSetup
+from testbed.lab.fidelity import NETEM, NS3_WIFI, TBF, Candidate, choose_auto
 from testbed.lab.plan import LabPlan, LabState
 
 log = logging.getLogger(__name__)
@@ -69,7 +76,8 @@ class Lab(Protocol):
 @dataclass(frozen=True)
 class Backend:
     """One registry entry. ``factory``: ``"module:function"`` making the lab from
-    ``(plan, setup)``. ``auto_reason(caps)``: why ``auto`` picks this backend here, or None.
+    ``(plan, setup)``. ``candidate(caps, link_kind)``: what ``auto`` weighs (can it run here,
+    what did its medium measure: :mod:`testbed.lab.fidelity`).
     ``radios``: the router can run 802.11 radios (hwsim). ``clean_leftovers``: ``"module:
     function"`` stopping what a killed run of this backend left that is not found by name
     (a QEMU), called by :func:`clean` before the namespaces are removed. ``manifest_key`` /
@@ -77,7 +85,7 @@ class Backend:
 
     name: str
     factory: str
-    auto_reason: Callable[[Any], str | None]
+    candidate: Callable[[Any, str], Candidate]
     radios: bool = False
     clean_leftovers: str | None = None
     manifest_key: str | None = None
@@ -92,21 +100,30 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _namespace_auto(caps: Any) -> str | None:
-    return "auto: the host kernel has sch_netem" if caps.has("netem") else None
+def _namespace_candidate(caps: Any, link_kind: str) -> Candidate:
+    if caps.has("netem"):
+        return Candidate("namespace", "the host kernel has sch_netem: netem in the AP namespace",
+                         None, NETEM)
+    return Candidate("namespace", "no sch_netem in the host kernel: tbf/htb, no delay, jitter "
+                                  "or loss", None, TBF)
 
 
-def _vm_auto(caps: Any) -> str | None:
+def _vm_candidate(caps: Any, link_kind: str) -> Candidate:
     qemu = shutil.which(QEMU)
-    if not qemu:
-        return None
-    return (f"auto: no sch_netem in the host kernel, {qemu} found: real netem in the AP VM "
-            f"({'KVM' if _kvm(caps) else 'TCG'})")
+    return Candidate("vm", f"real netem in the AP VM, {qemu} ({'KVM' if _kvm(caps) else 'TCG'})",
+                     None if qemu else f"no {QEMU}", NETEM)
 
 
-def _ns3_auto(caps: Any) -> str | None:
-    """Never: ns-3 is asked for by name (its fidelity and cost: README, "The ns-3 backend")."""
-    return None
+def _ns3_candidate(caps: Any, link_kind: str) -> Candidate:
+    if not ns3_settings.ns3_available():
+        why: str | None = ns3_settings.missing_message()
+    elif not os.path.exists("/dev/net/tun"):
+        why = "no /dev/net/tun (ns-3's taps)"
+    else:
+        why = None
+    return Candidate("ns3", f"ns-3 {ns3_settings.NS3_REQUIREMENT.split('==')[1]} simulating "
+                            f"the cell in real time", why,
+                     NS3_WIFI if link_kind == "wifi" else None)
 
 
 def _kvm(caps: Any) -> bool:
@@ -114,22 +131,21 @@ def _kvm(caps: Any) -> bool:
 
 
 BACKENDS: dict[str, Backend] = {
-    "namespace": Backend("namespace", "testbed.lab.namespace_lab:make_lab", _namespace_auto),
-    "vm": Backend("vm", "testbed.vm.lab:make_lab", _vm_auto, radios=True,
+    "namespace": Backend("namespace", "testbed.lab.namespace_lab:make_lab", _namespace_candidate),
+    "vm": Backend("vm", "testbed.vm.lab:make_lab", _vm_candidate, radios=True,
                   clean_leftovers="testbed.vm.boot:clean_vms", manifest_key="vm",
                   ssh_note="; the AP VM: dropbear on its own management /30, per-run keys, "
                            "pinned host key"),
-    "ns3": Backend("ns3", "testbed.lab.ns3_lab:make_lab", _ns3_auto,
+    "ns3": Backend("ns3", "testbed.lab.ns3_lab:make_lab", _ns3_candidate,
                    clean_leftovers="testbed.lab.ns3_lab:clean_leftovers", manifest_key="ns3"),
 }
-FALLBACK = "namespace"
-"""``auto`` where no backend accepts this machine."""
 
 
-def choose(requested: str, caps: Any = None) -> dict[str, Any]:
+def choose(requested: str, caps: Any = None, link_kind: str = "wifi") -> dict[str, Any]:
     """Where the AP runs: ``{"requested", "backend", "reason", "warnings", "host_netem",
     "qemu", "kvm", "accel"}`` (recorded in the manifest). ``requested``: a registry name or
-    ``auto`` (see the module docstring)."""
+    ``auto`` (see the module docstring); ``link_kind``: the scenario's link (wifi, lte, wired:
+    which measured figures apply)."""
     caps = caps if caps is not None else capabilities.detect()
     netem = caps.has("netem")
     kvm = _kvm(caps)
@@ -138,14 +154,8 @@ def choose(requested: str, caps: Any = None) -> dict[str, Any]:
     if requested in BACKENDS:
         out.update(backend=requested, reason=f"backend: {requested} in the scenario")
     elif requested == "auto":
-        for b in BACKENDS.values():
-            reason = b.auto_reason(caps)
-            if reason:
-                out.update(backend=b.name, reason=reason)
-                break
-        else:
-            out.update(backend=FALLBACK, reason=f"auto: no sch_netem in the host kernel and "
-                                                f"no {QEMU}")
+        picked = choose_auto([b.candidate(caps, link_kind) for b in BACKENDS.values()])
+        out.update(backend=picked.backend, reason=picked.reason)
     else:
         raise ValueError(f"backend must be auto or one of {sorted(BACKENDS)}, got {requested!r}")
     if out["backend"] == "namespace" and not netem:
