@@ -1,13 +1,15 @@
 """The ns3 backend on an LTE link: a real-time LENA eNB + EPC joined to the lab's namespaces.
 
-Root test (skipped without root or without ns-3): bring-up, a real TCP transfer MD -> ES through
+Root tests (skipped without root or without ns-3): bring-up, a real TCP transfer MD -> ES through
 the simulated cell (uplink data, downlink ACKs and the reply) with the counters it leaves,
-teardown leaving nothing (namespaces, taps, the ns-3 process). Settings tests: the eNB host's
+teardown leaving nothing (namespaces, taps, the ns-3 process); SIGKILL of the lab's owner, then
+``testbed clean --run-id`` stops the orphaned LTE simulator. Settings tests: the eNB host's
 ``ns3.scheduler`` and the keys that belong to the other link kind.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -42,6 +44,20 @@ t = time.monotonic()
 s = socket.create_connection((sys.argv[1], 5001), 20); s.settimeout(60)
 s.sendall(b"x" * int(sys.argv[2])); s.shutdown(socket.SHUT_WR)
 print(s.recv(64).decode(), time.monotonic() - t)
+"""
+
+
+# An LTE lab owner in its own process: up, prints its run id and the ns-3 pid, waits to be killed.
+OWNER = """
+import sys, time
+from pathlib import Path
+from testbed.lab.ns3_lte import Ns3LteLab
+from testbed.lab.plan import LabPlan, LinkShape
+plan = LabPlan.star(LinkShape(rate_mbit=3), router="enb")
+print("RUN", plan.run_id, flush=True)
+with Ns3LteLab(plan, Path(sys.argv[1])) as lab:
+    print("UP", lab.proc.pid, flush=True)
+    time.sleep(300)
 """
 
 
@@ -107,6 +123,44 @@ def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> 
     assert runs.read_run_record(plan.run_id) is None
     assert not procs.is_running(pid), f"ns-3 process {pid} still runs"
     assert not (tmp_path / "ns3" / "cwd").exists()
+
+
+def _read_until(proc: subprocess.Popen, word: str, timeout_s: float) -> list[str]:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(word):
+            return line.split()
+    raise AssertionError(f"owner never printed {word} (exit {proc.poll()})")
+
+
+@pytest.mark.root
+@needs_ns3
+def test_sigkill_of_the_owner_then_testbed_clean_stops_the_lte_simulator(needs_root,
+                                                                         tmp_path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "ns3")],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        run_id = _read_until(owner, "RUN", 30)[1]
+        pid = int(_read_until(owner, "UP", 150)[1])
+        owner.kill()
+        owner.wait(timeout=10)
+        assert procs.is_running(pid)  # orphaned, with its taps
+        assert len(_taps(run_id)) == 3
+        out = subprocess.run([sys.executable, "-m", "testbed", "clean", "--run-id", run_id],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        assert f"(ns-3 of run {run_id})" in out.stdout
+        assert netns.owned_namespaces(run_id) == []
+        assert runs.read_run_record(run_id) is None
+        assert not procs.is_running(pid)
+        assert not any(names.is_owned_interface(i, run_id) for i in os.listdir("/sys/class/net"))
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
 
 
 # ---------------------------------------------------------------- settings
