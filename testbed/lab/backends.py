@@ -10,7 +10,8 @@ vm         ``testbed.vm.lab``             a QEMU VM with Debian's kernel and rea
                                           stations and the ES stay namespaces
 ns3        ``testbed.lab.ns3_lab``        an ns-3 process simulating an 802.11g cell in real
                                           time (DCF, retries, ACKs), joined to the hosts'
-                                          namespaces through taps
+                                          namespaces through taps; on an LTE link a LENA
+                                          eNB + EPC (``testbed.lab.ns3_lte``)
 ========== ============================== =====================================================
 
 A new backend is one module with a class that extends
