@@ -14,7 +14,8 @@ hosts:
 
 Channel loss follows from the distances: ns-3's log-distance model (exponent 3, 46.68 dB at
 1 m, 16 dBm transmit power); with ``constant`` rate control frames start to fail beyond about
-60 m. The section is allowed only with ``backend: ns3`` (an ``auto`` AP never picks ns-3).
+60 m. The section is allowed only with ``backend: ns3`` (an ``auto`` AP that picks ns-3, by
+its measured fidelity, runs it with these defaults).
 
 On an LTE link (the eNB host, ``testbed.lab.ns3_lte``) ``rate_control`` does not apply and
 ``scheduler`` picks LENA's eNB MAC scheduler: ``rr`` (round robin, the default) or ``pf``
