@@ -6,7 +6,7 @@ that left the step out, and any packet timeline drawn from it) to a JSON file (n
 together with the inputs it was computed from:
 
 - ``analysis``: a digest of the code that reads and splits (``pcap_read``, ``comm_parts``, this
-  module, ``comm_report``, ``testbed.records``) and scapy's version: changing any recomputes;
+  module, ``testbed.records``) and scapy's version: changing any of them recomputes;
 - ``pcaps``: the SHA-256 of each capture file, ``records``: of the step's records,
   ``step_record``: of the step's manifest entries the split reads (captures, clock), and the
   link's nominal rate and the port.
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 CACHE_FILE = "breakdown.json"
 _HERE = Path(__file__).resolve().parent
 _CODE = (_HERE / "pcap_read.py", _HERE / "comm_parts.py", _HERE / "comm_cache.py",
-         _HERE / "comm_report.py", Path(records.__file__))
-"""The code a cached breakdown comes from (``comm_report`` draws the cached timelines)."""
+         Path(records.__file__))
+"""The code a cached breakdown (frames' parts, timelines) comes from."""
 
 
 class CacheError(ValueError):

@@ -403,6 +403,47 @@ def frame_ranges(step: str, records: list[FrameRecord], caps: StepCaptures,
     return out
 
 
+@dataclass(frozen=True)
+class Timeline:
+    step: str
+    frame_id: int
+    up_in: list[tuple[float, float]]
+    """(ms since send start, KB into the frame) of each segment entering the bottleneck."""
+    up_out: list[tuple[float, float]]
+    reply_es: list[float]
+    reply_md: list[float]
+    reply_ms: float
+    es_ms: float
+    """The ES's es_queue + es_proc (not in comm: reply times are shifted back by it)."""
+
+
+def read_timeline(folder: Path, step: str, frame_id: int, record: dict[str, Any],
+                  port: int) -> Timeline:
+    """The packets of one frame on the two sides of the bottleneck, relative to its send start,
+    read from the step's captures."""
+    caps = load_step(folder, step, record, port)
+    offset, _ = step_offset_ns(record)
+    records = [r for r in read_records(folder / "steps" / f"{step}.csv") if r.mode != "LC"]
+    r, lo = next((r, lo) for r, lo, _ in frame_ranges(step, records, caps, offset)
+                 if r.frame_id == frame_id)
+    if lo is None:
+        raise BreakdownError(f"step {step}: frame {frame_id}: {NOT_CAPTURED}")
+    hi = lo + r.wire_bytes
+    t_send = send_ns(r, offset)
+    t_reply = r.capture_ns + round(r.total * 1e9) + offset
+    es_ms = ((r.es_queue or 0) + (r.es_proc or 0)) * 1e3
+
+    def rel(seq):
+        return [((x.t_ns - t_send) * 1e-6, (x.lo - lo) / 1000) for x in seq if x.hi > lo and x.lo < hi]
+
+    def reply(seq):  # shifted back by the ES's time: the time line is comm's
+        return [(x.t_ns - t_send) * 1e-6 - es_ms for x in seq if t_send < x.t_ns <= t_reply]
+
+    return Timeline(step, frame_id, rel(caps.up["bottleneck-in"]),
+                    rel(caps.up["bottleneck-out"]), reply(caps.down["es"]),
+                    reply(caps.down["md"]), (t_reply - t_send) * 1e-6 - es_ms, es_ms)
+
+
 def bottleneck_of(manifest: dict[str, Any]) -> Bottleneck:
     """The uplink queue's rate and per-packet overhead, as the lab was asked to shape it; no
     rate for a medium ns-3 simulates (the link shape is not applied there)."""

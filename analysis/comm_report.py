@@ -11,7 +11,8 @@
 
 A part that does not apply to a run is left out of its tables and figures: ``medium`` where the
 bottleneck's time is split into ``queue`` and ``serialization``, those two where it is not (the
-ns3 backend: the section says why). The timeline drawn is kept in the step's breakdown cache.
+ns3 backend: the section says why). The timeline drawn (``comm_parts.read_timeline``) is kept
+in the step's breakdown cache.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.htmltable import html_table  # noqa: E402
 from analysis.tables import write_csv_md  # noqa: E402
-from testbed.records import read_records  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ PART_COLORS = {"queue": "#d62728", "serialization": "#1f77b4", "medium": "#8c564
                "fixed": "#7f7f7f", "stall": "#ff7f0e", "retransmission": "#9467bd",
                "reply": "#2ca02c"}
 SPLIT_ONLY, UNSPLIT_ONLY = ("queue", "serialization"), ("medium",)
+LEGEND_IN = 1.3
+"""Inches beside the parts-vs-load panels for their legend (it covered a lone panel's bars)."""
 
 
 def frames_table(parts: Sequence[FrameParts]) -> pd.DataFrame:
@@ -112,7 +114,8 @@ def tcp_events_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def fig_parts_vs_load(df: pd.DataFrame):
     configs = sorted(df["config"].unique())
-    fig, axes = plt.subplots(1, len(configs), figsize=(3.4 * len(configs), 3.0), squeeze=False,
+    width = 3.4 * len(configs) + LEGEND_IN
+    fig, axes = plt.subplots(1, len(configs), figsize=(width, 3.0), squeeze=False,
                              sharey=True)
     table = parts_table(df)
     for ax, config in zip(axes[0], configs):
@@ -129,7 +132,7 @@ def fig_parts_vs_load(df: pd.DataFrame):
     axes[0][0].set_ylabel("mean comm (ms)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.tight_layout(rect=(0, 0, 1 - LEGEND_IN / width, 1))
     return fig
 
 
@@ -149,21 +152,7 @@ def fig_variance_share(df: pd.DataFrame):
     return fig
 
 
-@dataclass(frozen=True)
-class Timeline:
-    step: str
-    frame_id: int
-    up_in: list[tuple[float, float]]
-    """(ms since send start, KB into the frame) of each segment entering the bottleneck."""
-    up_out: list[tuple[float, float]]
-    reply_es: list[float]
-    reply_md: list[float]
-    reply_ms: float
-    es_ms: float
-    """The ES's es_queue + es_proc (not in comm: reply times are shifted back by it)."""
-
-
-def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timeline:
+def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> comm_parts.Timeline:
     """The packets of one frame on the two sides of the bottleneck, relative to its send start:
     from the step's breakdown cache, else read from its captures (and cached)."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -174,11 +163,11 @@ def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timelin
     key = str(parts.frame_id)
     if cached is not None and key in cached.get("timelines", {}):
         try:
-            return comm_cache.load_dataclass(Timeline, cached["timelines"][key],
+            return comm_cache.load_dataclass(comm_parts.Timeline, cached["timelines"][key],
                                              f"timelines[{key}]")
         except comm_cache.CacheError as exc:
             log.warning("breakdown cache of step %s is corrupt (%s): recomputed", parts.step, exc)
-    timeline = _read_timeline(folder, parts, record, port)
+    timeline = comm_parts.read_timeline(folder, parts.step, parts.frame_id, record, port)
     if cached is not None:
         cached.pop("inputs")
         cached.setdefault("timelines", {})[key] = asdict(timeline)
@@ -186,32 +175,7 @@ def frame_timeline(folder: Path, parts: FrameParts, port: int = 5500) -> Timelin
     return timeline
 
 
-def _read_timeline(folder: Path, parts: FrameParts, record: dict, port: int) -> Timeline:
-    caps = comm_parts.load_step(folder, parts.step, record, port)
-    offset, _ = comm_parts.step_offset_ns(record)
-    records = [r for r in read_records(folder / "steps" / f"{parts.step}.csv") if r.mode != "LC"]
-    r, lo = next((r, lo) for r, lo, _ in comm_parts.frame_ranges(parts.step, records, caps, offset)
-                 if r.frame_id == parts.frame_id)
-    if lo is None:
-        raise comm_parts.BreakdownError(
-            f"step {parts.step}: frame {parts.frame_id}: {comm_parts.NOT_CAPTURED}")
-    hi = lo + r.wire_bytes
-    t_send = comm_parts.send_ns(r, offset)
-    t_reply = r.capture_ns + round(r.total * 1e9) + offset
-    es_ms = ((r.es_queue or 0) + (r.es_proc or 0)) * 1e3
-
-    def rel(seq):
-        return [((x.t_ns - t_send) * 1e-6, (x.lo - lo) / 1000) for x in seq if x.hi > lo and x.lo < hi]
-
-    def reply(seq):  # shifted back by the ES's time: the time line is comm's
-        return [(x.t_ns - t_send) * 1e-6 - es_ms for x in seq if t_send < x.t_ns <= t_reply]
-
-    return Timeline(parts.step, parts.frame_id, rel(caps.up["bottleneck-in"]),
-                    rel(caps.up["bottleneck-out"]), reply(caps.down["es"]),
-                    reply(caps.down["md"]), (t_reply - t_send) * 1e-6 - es_ms, es_ms)
-
-
-def fig_timeline(t: Timeline):
+def fig_timeline(t: comm_parts.Timeline):
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     if t.up_in:
         ax.scatter(*zip(*t.up_in), s=8, marker="|", color="#1f77b4", label="into the bottleneck")
