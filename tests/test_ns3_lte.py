@@ -163,6 +163,21 @@ def test_sigkill_of_the_owner_then_testbed_clean_stops_the_lte_simulator(needs_r
             owner.wait()
 
 
+def test_the_ns3_backend_makes_the_lte_cell_for_an_lte_link(tmp_path) -> None:
+    from testbed.lab.backends import BACKENDS
+    from testbed.lab.base import LabSetup
+    from testbed.lab.ns3_lab import Ns3Lab
+    from testbed.lab.ns3_lte import Ns3LteLab
+
+    plan = LabPlan.star(LinkShape(rate_mbit=3), router="enb")
+    lte = BACKENDS["ns3"].make_lab(plan, LabSetup(tmp_path, None, link_kind="lte",
+                                                  ns3=Ns3Settings.for_kind("lte")))
+    assert type(lte) is Ns3LteLab and lte.SIM_MODULE == "testbed.lab.ns3_lte_sim"
+    wifi = BACKENDS["ns3"].make_lab(LabPlan.star(LinkShape(rate_mbit=24)),
+                                    LabSetup(tmp_path, None, link_kind="wifi"))
+    assert type(wifi) is Ns3Lab
+
+
 # ---------------------------------------------------------------- settings
 
 

@@ -8,7 +8,7 @@ namespace  ``testbed.lab.namespace_lab``  a network namespace; the host kernel's
                                           (netem, or tbf/htb on kernels without it)
 vm         ``testbed.vm.lab``             a QEMU VM with Debian's kernel and real netem; the
                                           stations and the ES stay namespaces
-ns3        ``testbed.lab.ns3_lab``        an ns-3 process simulating an 802.11g cell in real
+ns3        ``testbed.lab.ns3_backend``    an ns-3 process simulating an 802.11g cell in real
                                           time (DCF, retries, ACKs), joined to the hosts'
                                           namespaces through taps; on an LTE link a LENA
                                           eNB + EPC (``testbed.lab.ns3_lte``)
@@ -137,7 +137,7 @@ BACKENDS: dict[str, Backend] = {
                   clean_leftovers="testbed.vm.boot:clean_vms", manifest_key="vm",
                   ssh_note="; the AP VM: dropbear on its own management /30, per-run keys, "
                            "pinned host key"),
-    "ns3": Backend("ns3", "testbed.lab.ns3_lab:make_lab", _ns3_candidate,
+    "ns3": Backend("ns3", "testbed.lab.ns3_backend:make_lab", _ns3_candidate,
                    clean_leftovers="testbed.lab.ns3_lab:clean_leftovers", manifest_key="ns3"),
 }
 

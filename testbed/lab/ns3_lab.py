@@ -48,7 +48,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from testbed.lab import names, netns, procs, runs
-from testbed.lab.base import LabBase, LabSetup
+from testbed.lab.base import LabBase
 from testbed.lab.nsconfig import disable_offloads
 from testbed.lab.plan import LabError, LabPlan, LabState, LinkShape, ShapingReport
 from testbed.lab.signals import signals_deferred
@@ -420,11 +420,3 @@ def clean_leftovers(dry_run: bool = False, *, run_id: str | None = None,
         done += [f"{line} (ns-3 of run {run})" for line in procs.stop_pids([pid], dry_run=dry_run)]
     return done
 
-
-def make_lab(plan: LabPlan, setup: LabSetup) -> Ns3Lab:
-    """The registry's factory (``testbed.lab.backends``): the LTE cell for an LTE link."""
-    if setup.link_kind == "lte":
-        from testbed.lab.ns3_lte import Ns3LteLab
-
-        return Ns3LteLab(plan, setup.run_dir / "ns3", settings=setup.ns3)
-    return Ns3Lab(plan, setup.run_dir / "ns3", settings=setup.ns3, kind=setup.link_kind)

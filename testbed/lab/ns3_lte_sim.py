@@ -111,11 +111,6 @@ void Init(int seed, const std::string& scheduler, int ulRbs, int dlRbs, int p0No
   Config::SetDefault("ns3::LteUePhy::EnableUplinkPowerControl", BooleanValue(true));
   Config::SetDefault("ns3::LteUePowerControl::ClosedLoop", BooleanValue(false));
   Config::SetDefault("ns3::LteUePowerControl::PoNominalPusch", IntegerValue(p0NominalPusch));
-  // The UE and wired nodes are gateways on the taps: as in the 802.11g cell, ARP entries of this
-  // fixed cell stay valid for the run (ns-3's AliveTimeout, 120 s, would hold packets for a new
-  // exchange and drop all but PendingQueueSize of them).
-  Config::SetDefault("ns3::ArpCache::AliveTimeout", TimeValue(Hours(24)));
-  Config::SetDefault("ns3::ArpCache::PendingQueueSize", UintegerValue(128));
   RngSeedManager::SetSeed(1);
   RngSeedManager::SetRun(seed);
   g_lte = CreateObject<LteHelper>();
