@@ -16,7 +16,7 @@ LTE addresses (7.0.0.x, ns-3's EPC default) never leave the simulation.
 Capacity: ``UL_RBS`` uplink resource blocks (1.4 MHz), every UE with uplink power control
 (open loop, full path-loss compensation, ``P0_NOMINAL_PUSCH_DBM`` per RB) so the eNB receives
 every UE at the same SINR (about 21.5 dB over a 5 dB noise figure) whatever its distance (up to
-about 3.8 km, where a UE reaches 23 dBm); LENA's AMC maps that SINR to CQI 13, uplink MCS 24
+about 4 km, where a UE reaches 23 dBm); LENA's AMC maps that SINR to CQI 13, uplink MCS 24
 (TBS index 22): 3240 bits per 1 ms TTI on 6 RBs, 1608 on 3. One saturating UE: about 3.1
 Mbit/s of IP payload; two: the scheduler splits the 6 RBs 3 + 3, about 1.55 Mbit/s each.
 Scheduler: the AP/eNB host's ``ns3.scheduler`` (``rr``: ``ns3::RrFfMacScheduler``, ``pf``:
