@@ -10,71 +10,19 @@ it is missing (LTE and the links it does not simulate: tests/test_ns3_lte.py).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from testbed.checks import Checker
-from testbed.lab import names, netns, procs, runs
+from testbed.lab import runs
 from testbed.lab.plan import LabPlan, LinkShape
 from testbed.ns3_settings import Ns3Settings, ns3_available, parse_ns3
 from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
 
-ROOT = Path(__file__).parents[1]
-needs_ns3 = pytest.mark.skipif(not ns3_available(), reason="ns-3 (ns3==3.44.post0) not installed")
-
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(60)
-c, _ = s.accept(); c.settimeout(60); n = 0
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    n += len(b)
-c.sendall(str(n).encode()); c.close()
-"""
-CLIENT = """
-import socket, sys, time
-t = time.monotonic()
-s = socket.create_connection((sys.argv[1], 5001), 20); s.settimeout(60)
-s.sendall(b"x" * int(sys.argv[2])); s.shutdown(socket.SHUT_WR)
-print(s.recv(64).decode(), time.monotonic() - t)
-"""
-# A lab owner in its own process: up, prints its run id and the ns-3 pid, waits to be killed.
-OWNER = """
-import sys, time
-from pathlib import Path
-from testbed.lab.ns3_lab import Ns3Lab
-from testbed.lab.plan import LabPlan, LinkShape
-plan = LabPlan.star(LinkShape(rate_mbit=24))
-print("RUN", plan.run_id, flush=True)
-with Ns3Lab(plan, Path(sys.argv[1])) as lab:
-    print("UP", lab.proc.pid, flush=True)
-    time.sleep(300)
-"""
-
-
-def _taps(run_id: str) -> list[str]:
-    out = []
-    for ns in netns.owned_namespaces(run_id):
-        with netns.iproute(ns) as ipr:
-            out += [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
-                    if names.is_owned_interface(link.get_attr("IFLA_IFNAME"), run_id)]
-    return out
-
-
-def _nothing_left(run_id: str, pid: int | None) -> None:
-    assert netns.owned_namespaces(run_id) == []
-    assert runs.read_run_record(run_id) is None
-    if pid is not None:
-        assert not procs.is_running(pid), f"ns-3 process {pid} still runs"
+from tests import ns3check
+from tests.ns3check import ROOT, needs_ns3, nothing_left, read_until, taps, transfer
 
 
 @pytest.mark.root
@@ -87,28 +35,17 @@ def test_bringup_tcp_transfer_and_teardown(needs_root, tmp_path) -> None:
     with lab:
         pid = lab.proc.pid
         assert lab.ready["devices"]["md"]["slot_us"] == 9  # ERP short slot: all stations ERP
-        assert sorted(_taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
+        assert sorted(taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
         assert runs.read_run_record(plan.run_id)["ns3_process"]["pid"] == pid
         state = lab.state.to_dict()
         assert state["hosts"]["md"]["gateway"] == "198.18.1.1"
         assert state["shaping"][0]["not_applied"]["rate_mbit"].startswith("simulated 802.11g")
         lab.conditions()
-        server = netns.popen_in_namespace(lab.namespace("es"), [sys.executable, "-c", SERVER],
-                                          stdout=subprocess.PIPE, text=True)
-        try:
-            time.sleep(0.5)
-            size = 2_000_000
-            client = netns.run_in_namespace(
-                lab.namespace("md"), [sys.executable, "-c", CLIENT, lab.address("es"), str(size)],
-                timeout=90, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert client.returncode == 0, client.stderr
-            got, seconds = client.stdout.split()
-            assert int(got) == size
-        finally:
-            server.kill()
-            server.wait(timeout=10)
+        size = 2_000_000
+        got, seconds = transfer(lab, size)
+        assert got == size
         counted = lab.medium_counters()
-        mbit = size * 8 / float(seconds) / 1e6
+        mbit = size * 8 / seconds / 1e6
         # TCP over one 54 Mbit/s 802.11g station: at most the ~30 Mbit/s UDP saturation goodput
         assert 2 < mbit < 31, mbit
         md, ap = counted["devices"]["md"], counted["devices"]["ap"]
@@ -118,24 +55,8 @@ def test_bringup_tcp_transfer_and_teardown(needs_root, tmp_path) -> None:
         assert counted["lateness"]["samples"] > 0 and counted["lateness"]["max_ms"] > 0
         assert counted["flags"] in ([], ["ns3-late"])
         assert counted["ns3_cpu_pct"] > 0
-    _nothing_left(plan.run_id, pid)
+    nothing_left(plan.run_id, pid)
     assert not (tmp_path / "ns3" / "cwd").exists()
-
-
-def _owner(tmp_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "ns3")],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
-
-
-def _read_until(proc: subprocess.Popen, word: str, timeout_s: float) -> list[str]:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith(word):
-            return line.split()
-    raise AssertionError(f"owner never printed {word} (exit {proc.poll()})")
 
 
 def _wait_for_ns3_pid(run_id: str, timeout_s: float) -> int:
@@ -151,9 +72,9 @@ def _wait_for_ns3_pid(run_id: str, timeout_s: float) -> int:
 @pytest.mark.root
 @needs_ns3
 def test_ctrl_c_during_bringup_leaves_nothing(needs_root, tmp_path) -> None:
-    owner = _owner(tmp_path)
+    owner = ns3check.owner(tmp_path, "testbed.lab.ns3_lab:Ns3Lab", 24, "ap")
     try:
-        run_id = _read_until(owner, "RUN", 30)[1]
+        run_id = read_until(owner, "RUN", 30)[1]
         pid = _wait_for_ns3_pid(run_id, 30)
         time.sleep(1)  # the simulator imports ns-3; the owner waits for READY
         owner.send_signal(signal.SIGINT)
@@ -162,30 +83,13 @@ def test_ctrl_c_during_bringup_leaves_nothing(needs_root, tmp_path) -> None:
         if owner.poll() is None:
             owner.kill()
             owner.wait()
-    _nothing_left(run_id, pid)
+    nothing_left(run_id, pid)
 
 
 @pytest.mark.root
 @needs_ns3
 def test_sigkill_then_testbed_clean_stops_the_simulator(needs_root, tmp_path) -> None:
-    owner = _owner(tmp_path)
-    try:
-        run_id = _read_until(owner, "RUN", 30)[1]
-        pid = int(_read_until(owner, "UP", 150)[1])
-        owner.kill()
-        owner.wait(timeout=10)
-        assert procs.is_running(pid)  # orphaned, with its taps
-        assert len(_taps(run_id)) == 3
-        out = subprocess.run([sys.executable, "-m", "testbed", "clean", "--run-id", run_id],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        assert f"(ns-3 of run {run_id})" in out.stdout
-        _nothing_left(run_id, pid)
-        assert not any(names.is_owned_interface(i, run_id) for i in os.listdir("/sys/class/net"))
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
+    ns3check.sigkill_then_clean(tmp_path, "testbed.lab.ns3_lab:Ns3Lab", 24, "ap")
 
 
 # ---------------------------------------------------------------- settings

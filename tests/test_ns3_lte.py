@@ -9,65 +9,16 @@ teardown leaving nothing (namespaces, taps, the ns-3 process); SIGKILL of the la
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from testbed.checks import Checker
-from testbed.lab import names, netns, procs, runs
+from testbed.lab import runs
 from testbed.lab.plan import LabPlan, LinkShape
-from testbed.ns3_settings import Ns3Settings, ns3_available, parse_ns3
+from testbed.ns3_settings import Ns3Settings, parse_ns3
 from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
 
-ROOT = Path(__file__).parents[1]
-needs_ns3 = pytest.mark.skipif(not ns3_available(), reason="ns-3 (ns3==3.44.post0) not installed")
-
-SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(60)
-c, _ = s.accept(); c.settimeout(60); n = 0
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    n += len(b)
-c.sendall(str(n).encode()); c.close()
-"""
-CLIENT = """
-import socket, sys, time
-t = time.monotonic()
-s = socket.create_connection((sys.argv[1], 5001), 20); s.settimeout(60)
-s.sendall(b"x" * int(sys.argv[2])); s.shutdown(socket.SHUT_WR)
-print(s.recv(64).decode(), time.monotonic() - t)
-"""
-
-
-# An LTE lab owner in its own process: up, prints its run id and the ns-3 pid, waits to be killed.
-OWNER = """
-import sys, time
-from pathlib import Path
-from testbed.lab.ns3_lte import Ns3LteLab
-from testbed.lab.plan import LabPlan, LinkShape
-plan = LabPlan.star(LinkShape(rate_mbit=3), router="enb")
-print("RUN", plan.run_id, flush=True)
-with Ns3LteLab(plan, Path(sys.argv[1])) as lab:
-    print("UP", lab.proc.pid, flush=True)
-    time.sleep(300)
-"""
-
-
-def _taps(run_id: str) -> list[str]:
-    out = []
-    for ns in netns.owned_namespaces(run_id):
-        with netns.iproute(ns) as ipr:
-            out += [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
-                    if names.is_owned_interface(link.get_attr("IFLA_IFNAME"), run_id)]
-    return out
+from tests import ns3check
+from tests.ns3check import ROOT, needs_ns3, nothing_left, taps, transfer
 
 
 @pytest.mark.root
@@ -83,7 +34,7 @@ def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> 
         assert set(lab.ready["devices"]) == {"md", "ext"}
         assert lab.ready["ul_rbs"] == 6
         assert {d["lte_address"] for d in lab.ready["devices"].values()} == {"7.0.0.2", "7.0.0.3"}
-        assert sorted(_taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
+        assert sorted(taps(plan.run_id)) == sorted(lab.tap(h) for h in ("md", "ext", "es"))
         assert runs.read_run_record(plan.run_id)["ns3_process"]["pid"] == pid
         state = lab.state.to_dict()
         assert state["hosts"]["md"]["address"] == "198.18.1.2"
@@ -91,22 +42,11 @@ def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> 
         assert state["shaping"][0]["applied"]["scheduler"] == "pf: ns3::PfFfMacScheduler"
         assert state["shaping"][0]["not_applied"]["rate_mbit"].startswith("simulated LTE")
         lab.conditions()
-        server = netns.popen_in_namespace(lab.namespace("es"), [sys.executable, "-c", SERVER],
-                                          stdout=subprocess.PIPE, text=True)
-        try:
-            time.sleep(0.5)
-            size = 400_000
-            client = netns.run_in_namespace(
-                lab.namespace("md"), [sys.executable, "-c", CLIENT, lab.address("es"), str(size)],
-                timeout=90, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert client.returncode == 0, client.stderr
-            got, seconds = client.stdout.split()
-            assert int(got) == size  # the ES's count came back down the LTE downlink
-        finally:
-            server.kill()
-            server.wait(timeout=10)
+        size = 400_000
+        got, seconds = transfer(lab, size)
+        assert got == size  # the ES's count came back down the LTE downlink
         counted = lab.medium_counters()
-        mbit = size * 8 / float(seconds) / 1e6
+        mbit = size * 8 / seconds / 1e6
         # TCP from one UE: at most the ~3.1 Mbit/s the 6 uplink RBs carry at MCS 24
         assert 0.5 < mbit < 3.3, mbit
         md, ext = counted["devices"]["md"], counted["devices"]["ext"]
@@ -119,48 +59,15 @@ def test_lte_bringup_tcp_through_the_cell_and_teardown(needs_root, tmp_path) -> 
         assert counted["lateness"]["samples"] > 0 and counted["lateness"]["max_ms"] > 0
         assert counted["flags"] in ([], ["ns3-late"])
         assert counted["ns3_cpu_pct"] > 0
-    assert netns.owned_namespaces(plan.run_id) == []
-    assert runs.read_run_record(plan.run_id) is None
-    assert not procs.is_running(pid), f"ns-3 process {pid} still runs"
+    nothing_left(plan.run_id, pid)
     assert not (tmp_path / "ns3" / "cwd").exists()
-
-
-def _read_until(proc: subprocess.Popen, word: str, timeout_s: float) -> list[str]:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith(word):
-            return line.split()
-    raise AssertionError(f"owner never printed {word} (exit {proc.poll()})")
 
 
 @pytest.mark.root
 @needs_ns3
 def test_sigkill_of_the_owner_then_testbed_clean_stops_the_lte_simulator(needs_root,
                                                                          tmp_path) -> None:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "ns3")],
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        run_id = _read_until(owner, "RUN", 30)[1]
-        pid = int(_read_until(owner, "UP", 150)[1])
-        owner.kill()
-        owner.wait(timeout=10)
-        assert procs.is_running(pid)  # orphaned, with its taps
-        assert len(_taps(run_id)) == 3
-        out = subprocess.run([sys.executable, "-m", "testbed", "clean", "--run-id", run_id],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        assert f"(ns-3 of run {run_id})" in out.stdout
-        assert netns.owned_namespaces(run_id) == []
-        assert runs.read_run_record(run_id) is None
-        assert not procs.is_running(pid)
-        assert not any(names.is_owned_interface(i, run_id) for i in os.listdir("/sys/class/net"))
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
+    ns3check.sigkill_then_clean(tmp_path, "testbed.lab.ns3_lte:Ns3LteLab", 3, "enb")
 
 
 def test_the_ns3_backend_makes_the_lte_cell_for_an_lte_link(tmp_path) -> None:

@@ -35,11 +35,10 @@ taps vanish with it.
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
+from typing import Any
 
-from testbed.lab.ns3_sim import open_tap
+from testbed.lab.ns3_realtime import simulator_main
 
 CPP = r"""
 #include "ns3/core-module.h"
@@ -50,7 +49,6 @@ CPP = r"""
 #include "ns3/point-to-point-module.h"
 #include "ns3/fd-net-device-module.h"
 #include "ns3/virtual-net-device-module.h"
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -60,6 +58,7 @@ CPP = r"""
 
 namespace tblte {
 using namespace ns3;
+using namespace tbrt;
 
 struct Ue {
   std::string name, hostAddr;
@@ -76,12 +75,6 @@ struct Ue {
   uint64_t dlRlcDrops = 0;
 };
 
-const int LATE_BIN_US = 10;
-const int LATE_BINS = 10001;  // 0 .. 100 ms in 10 us bins, the last one is "more"
-std::vector<uint64_t> g_late(LATE_BINS, 0);
-int64_t g_base = INT64_MAX, g_lateMax = 0;
-uint64_t g_lateN = 0;
-bool g_ready = false;
 std::string g_statsPath;
 int g_statsPeriodMs = 100;
 std::vector<Ue> g_ues;
@@ -91,11 +84,6 @@ std::vector<std::string> g_wiredNet;
 Ptr<LteHelper> g_lte;
 Ptr<PointToPointEpcHelper> g_epc;
 Ptr<LteEnbNetDevice> g_enbDev;
-
-int64_t WallNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 void Init(int seed, const std::string& scheduler, int ulRbs, int dlRbs, int p0NominalPusch,
           int rlcBufferBytes) {
@@ -120,18 +108,6 @@ void Init(int seed, const std::string& scheduler, int ulRbs, int dlRbs, int p0No
   g_enb.Create(1);
   g_wired.Create(1);
   InternetStackHelper().Install(g_wired);
-}
-
-uint32_t AddFd(Ptr<Node> node, int fd, const std::string& addr, int prefix) {
-  FdNetDeviceHelper fdh;
-  Ptr<FdNetDevice> d = DynamicCast<FdNetDevice>(fdh.Install(node).Get(0));
-  d->SetFileDescriptor(fd);
-  Ptr<Ipv4> ip = node->GetObject<Ipv4>();
-  uint32_t i = ip->AddInterface(d);
-  ip->AddAddress(i, Ipv4InterfaceAddress(Ipv4Address(addr.c_str()),
-                                         Ipv4Mask(("/" + std::to_string(prefix)).c_str())));
-  ip->SetUp(i);
-  return i;
 }
 
 void AddUe(const std::string& name, int fd, const std::string& gw, int prefix,
@@ -191,33 +167,14 @@ Ptr<LteDataRadioBearerInfo> FirstDrb(Ptr<Object> rrc) {
 }
 
 void Tick() {
-  int64_t diff = WallNs() - Simulator::Now().GetNanoSeconds();
-  if (diff < g_base) g_base = diff;
-  if (g_ready) {
-    int64_t late = diff - g_base;
-    if (late > g_lateMax) g_lateMax = late;
-    int64_t bin = late / (1000 * LATE_BIN_US);
-    g_late[bin < LATE_BINS - 1 ? bin : LATE_BINS - 1]++;
-    g_lateN++;
-  }
+  SampleLateness();
   Simulator::Schedule(MilliSeconds(1), &Tick);
 }
 
 void WriteStats() {
-  std::string tmp = g_statsPath + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
+  FILE* f = BeginStats(g_statsPath);
   if (f) {
-    std::fprintf(f, "{\"sim_s\": %.6f, \"ready\": %s, \"late_bin_us\": %d, \"late_samples\": %llu, "
-                 "\"late_max_us\": %.1f, \"late_hist\": {", Simulator::Now().GetSeconds(),
-                 g_ready ? "true" : "false", LATE_BIN_US, (unsigned long long)g_lateN,
-                 g_lateMax / 1000.0);
-    bool first = true;
-    for (int b = 0; b < LATE_BINS; ++b) {
-      if (!g_late[b]) continue;
-      std::fprintf(f, "%s\"%d\": %llu", first ? "" : ", ", b, (unsigned long long)g_late[b]);
-      first = false;
-    }
-    std::fprintf(f, "}, \"ul_rbs\": %u, \"devices\": {", g_enbDev->GetUlBandwidth());
+    std::fprintf(f, ", \"ul_rbs\": %u, \"devices\": {", g_enbDev->GetUlBandwidth());
     for (size_t i = 0; i < g_ues.size(); ++i) {
       const Ue& u = g_ues[i];
       std::fprintf(f, "%s\"%s\": {\"ul_grants\": %llu, \"ul_rbs\": %llu, \"ul_mcs_sum\": %llu, "
@@ -239,9 +196,8 @@ void WriteStats() {
                    (unsigned long long)u.dlPdcpRxBytes, (unsigned long long)u.dlPdcpRxPkts,
                    (unsigned long long)u.dlRlcDrops);
     }
-    std::fprintf(f, "}}\n");
-    std::fclose(f);
-    std::rename(tmp.c_str(), g_statsPath.c_str());
+    std::fprintf(f, "}");
+    EndStats(f, g_statsPath);
   }
   Simulator::Schedule(MilliSeconds(g_statsPeriodMs), &WriteStats);
 }
@@ -379,19 +335,7 @@ void Run() { Simulator::Run(); }
 """
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m testbed.lab.ns3_lte_sim CONFIG.json", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # stopped by the lab (SIGTERM) or killed
-    with open(argv[0]) as fh:
-        cfg = json.load(fh)
-    fds = {h["name"]: open_tap(h["netns"], h["tap"]) for h in cfg["ues"] + cfg["wired"]}
-    print("TAPS", flush=True)
-    from ns import ns  # 9-13 s; the lab addresses the taps meanwhile
-
-    ns.cppyy.cppdef(CPP)
-    sim = ns.cppyy.gbl.tblte
+def _build(sim: Any, cfg: dict[str, Any], fds: dict[str, int]) -> None:
     sim.Init(int(cfg["seed"]), cfg["scheduler_type"], int(cfg["ul_rbs"]), int(cfg["dl_rbs"]),
              int(cfg["p0_nominal_pusch_dbm"]), int(cfg["rlc_buffer_bytes"]))
     for h in cfg["ues"]:
@@ -400,9 +344,10 @@ def main(argv: list[str]) -> int:
     for h in cfg["wired"]:
         sim.AddWired(fds[h["name"]], h["gateway"], int(h["prefixlen"]), h["network"])
     sim.Finish(cfg["wire_network"], cfg["stats_path"], int(cfg["stats_period_ms"]))
-    print("RUNNING", flush=True)
-    sim.Run()
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    return simulator_main(argv, "testbed.lab.ns3_lte_sim", "lte", "ues", CPP, "tblte", _build)
 
 
 if __name__ == "__main__":

@@ -28,18 +28,10 @@ bins). The process runs until it is killed; its taps vanish with it.
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
-import json
-import os
-import signal
-import struct
 import sys
+from typing import Any
 
-TUNSETIFF = 0x400454CA
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-CLONE_NEWNET = 0x40000000
+from testbed.lab.ns3_realtime import simulator_main
 
 CPP = r"""
 #include "ns3/core-module.h"
@@ -50,7 +42,6 @@ CPP = r"""
 #include "ns3/point-to-point-module.h"
 #include "ns3/fd-net-device-module.h"
 #include "ns3/traffic-control-module.h"
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -59,6 +50,7 @@ CPP = r"""
 
 namespace tbsim {
 using namespace ns3;
+using namespace tbrt;
 
 struct Dev {
   std::string name;
@@ -69,23 +61,12 @@ struct Dev {
   uint32_t queueMax = 0;
 };
 
-const int LATE_BIN_US = 10;
-const int LATE_BINS = 10001;  // 0 .. 100 ms in 10 us bins, the last one is "more"
 std::vector<Dev> g_devs;       // [0] is the AP
-std::vector<uint64_t> g_late(LATE_BINS, 0);
-int64_t g_base = INT64_MAX, g_lateMax = 0;
-uint64_t g_lateN = 0;
-bool g_ready = false;
 std::string g_statsPath;
 int g_statsPeriodMs = 100;
 NodeContainer g_sta, g_ap, g_wired;
 std::vector<std::string> g_staNet, g_wiredNet;
 std::vector<double> g_dist;
-
-int64_t WallNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 void Init(int seed, int queuePackets) {
   GlobalValue::Bind("SimulatorImplementationType", StringValue("ns3::RealtimeSimulatorImpl"));
@@ -99,18 +80,6 @@ void Init(int seed, int queuePackets) {
   g_wired.Create(1);
   InternetStackHelper().Install(g_ap);
   InternetStackHelper().Install(g_wired);
-}
-
-uint32_t AddFd(Ptr<Node> node, int fd, const std::string& addr, int prefix) {
-  FdNetDeviceHelper fdh;
-  Ptr<FdNetDevice> d = DynamicCast<FdNetDevice>(fdh.Install(node).Get(0));
-  d->SetFileDescriptor(fd);
-  Ptr<Ipv4> ip = node->GetObject<Ipv4>();
-  uint32_t i = ip->AddInterface(d);
-  ip->AddAddress(i, Ipv4InterfaceAddress(Ipv4Address(addr.c_str()),
-                                         Ipv4Mask(("/" + std::to_string(prefix)).c_str())));
-  ip->SetUp(i);
-  return i;
 }
 
 void AddStation(const std::string& name, int fd, const std::string& gw, int prefix,
@@ -145,15 +114,7 @@ void OnState(int i, Time, Time dur, WifiPhyState s) {
 Ptr<WifiMacQueue> QueueOf(const Dev& d) { return d.dev->GetMac()->GetTxop()->GetWifiMacQueue(); }
 
 void Tick() {
-  int64_t diff = WallNs() - Simulator::Now().GetNanoSeconds();
-  if (diff < g_base) g_base = diff;
-  if (g_ready) {
-    int64_t late = diff - g_base;
-    if (late > g_lateMax) g_lateMax = late;
-    int64_t bin = late / (1000 * LATE_BIN_US);
-    g_late[bin < LATE_BINS - 1 ? bin : LATE_BINS - 1]++;
-    g_lateN++;
-  }
+  SampleLateness();
   for (auto& d : g_devs) {
     uint32_t q = QueueOf(d)->GetNPackets();
     if (q > d.queueMax) d.queueMax = q;
@@ -162,20 +123,9 @@ void Tick() {
 }
 
 void WriteStats() {
-  std::string tmp = g_statsPath + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
+  FILE* f = BeginStats(g_statsPath);
   if (f) {
-    std::fprintf(f, "{\"sim_s\": %.6f, \"ready\": %s, \"late_bin_us\": %d, \"late_samples\": %llu, "
-                 "\"late_max_us\": %.1f, \"late_hist\": {", Simulator::Now().GetSeconds(),
-                 g_ready ? "true" : "false", LATE_BIN_US, (unsigned long long)g_lateN,
-                 g_lateMax / 1000.0);
-    bool first = true;
-    for (int b = 0; b < LATE_BINS; ++b) {
-      if (!g_late[b]) continue;
-      std::fprintf(f, "%s\"%d\": %llu", first ? "" : ", ", b, (unsigned long long)g_late[b]);
-      first = false;
-    }
-    std::fprintf(f, "}, \"devices\": {");
+    std::fprintf(f, ", \"devices\": {");
     for (size_t i = 0; i < g_devs.size(); ++i) {
       const Dev& d = g_devs[i];
       Ptr<WifiMacQueue> q = QueueOf(d);
@@ -190,9 +140,8 @@ void WriteStats() {
                    (unsigned long long)d.phyRxDrop, d.txNs / 1e9, d.rxNs / 1e9, d.busyNs / 1e9,
                    q->GetNPackets(), d.queueMax, q->GetTotalDroppedPackets());
     }
-    std::fprintf(f, "}}\n");
-    std::fclose(f);
-    std::rename(tmp.c_str(), g_statsPath.c_str());
+    std::fprintf(f, "}");
+    EndStats(f, g_statsPath);
   }
   Simulator::Schedule(MilliSeconds(g_statsPeriodMs), &WriteStats);
 }
@@ -313,43 +262,7 @@ void Run() { Simulator::Run(); }
 """
 
 
-def open_tap(netns_path: str, name: str) -> int:
-    """A tap ``name`` created in the namespace at ``netns_path`` (not persistent: it goes away
-    when this process closes it or dies); the file descriptor stays usable from any namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {netns_path}")
-        try:
-            fd = os.open("/dev/net/tun", os.O_RDWR)
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-        finally:
-            if libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back into the simulator's namespace")
-    finally:
-        os.close(own)
-        os.close(target)
-    return fd
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m testbed.lab.ns3_sim CONFIG.json", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # stopped by the lab (SIGTERM) or killed
-    with open(argv[0]) as fh:
-        cfg = json.load(fh)
-    if cfg["kind"] != "wifi":
-        print(f"ns3_sim: link kind {cfg['kind']!r} is not simulated (only wifi)", file=sys.stderr)
-        return 2
-    fds = {h["name"]: open_tap(h["netns"], h["tap"]) for h in cfg["stations"] + cfg["wired"]}
-    print("TAPS", flush=True)
-    from ns import ns  # 9-13 s; the lab addresses the taps meanwhile
-
-    ns.cppyy.cppdef(CPP)
-    sim = ns.cppyy.gbl.tbsim
+def _build(sim: Any, cfg: dict[str, Any], fds: dict[str, int]) -> None:
     sim.Init(int(cfg["seed"]), int(cfg["queue_packets"]))
     for h in cfg["stations"]:
         sim.AddStation(h["name"], fds[h["name"]], h["gateway"], int(h["prefixlen"]), h["network"],
@@ -358,9 +271,10 @@ def main(argv: list[str]) -> int:
         sim.AddWired(fds[h["name"]], h["gateway"], int(h["prefixlen"]), h["network"])
     sim.Finish(cfg["rate_control"], cfg["bss_network"], cfg["wire_network"], cfg["stats_path"],
                int(cfg["stats_period_ms"]))
-    print("RUNNING", flush=True)
-    sim.Run()
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    return simulator_main(argv, "testbed.lab.ns3_sim", "wifi", "stations", CPP, "tbsim", _build)
 
 
 if __name__ == "__main__":
