@@ -31,11 +31,16 @@ Who does what, from the bottom up (a module imports only modules above it in thi
 * :mod:`~testbed.lab.base` -- ``LabBase``: the lifecycle every backend shares (checks, run
   record, sysctls, CPU caps, signals, teardown, state, reshape);
 * :mod:`~testbed.lab.namespace_lab` -- the ``namespace`` backend (``NamespaceLab``);
-* :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend (``Ns3Lab``): the hosts' taps joined by an
-  802.11g cell that :mod:`~testbed.lab.ns3_sim` (its own process) simulates in real time;
-* :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend (an 802.11g cell simulated by ns-3 in real
-  time), and :mod:`~testbed.lab.ns3_sim`, the simulator process it starts in the router's
-  namespace;
+* :mod:`~testbed.lab.cpuset` -- CPU isolation of the processing hosts (full, partial, none);
+* :mod:`~testbed.lab.ns3_realtime` -- what both ns-3 simulator processes share: taps, the
+  process's life, the lateness sampler and the stats file (C++);
+* :mod:`~testbed.lab.ns3_lab` -- the ``ns3`` backend on a WiFi link (``Ns3Lab``): the hosts' taps
+  joined by an 802.11g cell that :mod:`~testbed.lab.ns3_sim` (its own process, in the router's
+  namespace) simulates in real time;
+* :mod:`~testbed.lab.ns3_lte` -- the same on an LTE link (``Ns3LteLab``): a LENA eNB with its EPC,
+  simulated by :mod:`~testbed.lab.ns3_lte_sim`; :mod:`~testbed.lab.ns3_backend` picks one of the
+  two for the link;
+* :mod:`~testbed.lab.fidelity` -- each backend's measured idle fidelity and the ``auto`` rule;
 * :mod:`~testbed.lab.backends` -- the backend registry, the ``Lab`` interface the host set uses,
   the ``auto`` choice, and ``clean()`` (``testbed clean``) over every backend.
 
