@@ -34,7 +34,9 @@ from analysis import comm_cache, comm_parts  # noqa: E402
 from analysis.comm_parts import PARTS, TOLERANCE_S, FrameParts  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.htmltable import html_table  # noqa: E402
+from analysis.load import read_frames, read_manifest  # noqa: E402
 from analysis.tables import write_csv_md  # noqa: E402
+from testbed.capture_settings import ALTERNATE_SKIP  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,32 @@ def tcp_events_table(df: pd.DataFrame) -> pd.DataFrame:
             "stall_ms_mean": round(g["stall"].mean(), 2),
             "stall_ms_max": round(g["stall"].max(), 2),
         })
+    return pd.DataFrame(rows)
+
+
+def capture_effect_table(folder: Path) -> pd.DataFrame:
+    """Comm of the steps captured beside the steps a run left uncaptured on purpose
+    (``packet_capture.alternate``), per configuration and load: frames, mean comm (ms) each way
+    and their ratio. Empty when the run did not alternate."""
+    steps = read_manifest(folder).get("steps", {})
+    captured = {k for k, v in steps.items() if v.get("captures")}
+    left = {k for k, v in steps.items() if v.get("captures_skipped") == ALTERNATE_SKIP}
+    if not captured or not left:
+        return pd.DataFrame()
+    frames = read_frames(folder)
+    frames = frames[~frames["warmup"] & frames["status"].eq("ok") & frames["comm"].notna()]
+    frames = frames.assign(captured=frames["step"].isin(captured),
+                           comm_ms=frames["comm"] * 1e3)
+    frames = frames[frames["step"].isin(captured | left)]
+    rows = []
+    for (config, load), g in frames.groupby(["config", "load_mbit"], sort=True):
+        on, off = g[g["captured"]]["comm_ms"], g[~g["captured"]]["comm_ms"]
+        if on.empty or off.empty:
+            continue
+        rows.append({"config": config, "load_mbit": load, "frames_on": len(on),
+                     "frames_off": len(off), "comm_on_ms": round(on.mean(), 3),
+                     "comm_off_ms": round(off.mean(), 3),
+                     "on_over_off": round(on.mean() / off.mean(), 3)})
     return pd.DataFrame(rows)
 
 
@@ -210,6 +238,11 @@ CAPTION = (f"Parts of comm from the packet captures (ms, unflagged measured fram
            "part is negative; see docs/comm-breakdown.md.")
 
 
+EFFECT_CAPTION = ("Comm (ms, measured ok frames) of the captured steps (even repetitions) and of "
+                  "the steps the run left uncaptured (odd repetitions, packet_capture.alternate) "
+                  "in the same lab start: the captures' own effect.")
+
+
 def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str = "",
                     frame: tuple[str, int] | None = None) -> BreakdownOutput | None:
     """Figures, tables and an HTML section for one run; ``None`` when it has no captures."""
@@ -223,7 +256,9 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
         return BreakdownOutput("<p class='note'>The run has captures but no frame could be split "
                                "(see the log).</p>", {}, {})
     tables: dict[str, Path] = {}
+    effect = capture_effect_table(folder)
     for name, table, caption in (
+            *((("capture_effect", effect, EFFECT_CAPTION),) if not effect.empty else ()),
             ("comm_parts", parts_table(df), CAPTION),
             ("comm_variance", variance_table(df), "Share of var(comm) per part (cov/var)."),
             ("tcp_events", tcp_events_table(df), "Retransmissions and stalls per frame."),
@@ -249,5 +284,8 @@ def write_breakdown(folder: Path | str, fig_dir: Path, tab_dir: Path, label: str
             "<h3>Mean parts per configuration and load</h3>", html_table(parts_table(df)),
             "<h3>Share of comm's variance explained by each part</h3>",
             html_table(variance_table(df)),
-            "<h3>Retransmissions and stalls</h3>", html_table(tcp_events_table(df))]
+            "<h3>Retransmissions and stalls</h3>", html_table(tcp_events_table(df)),
+            *((f"<h3>Comm with and without captures</h3><p class='note'>"
+               f"{html.escape(EFFECT_CAPTION)}</p>", html_table(effect)) if not effect.empty
+              else ())]
     return BreakdownOutput("\n".join(body), figures, tables)

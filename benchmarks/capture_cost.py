@@ -14,7 +14,10 @@ frames, and how long it took read from the captures and again from its cache.
 ``--compute paper`` (the default) replays the paper's devices (``paper-wifi-md`` on the MD,
 ``paper-wifi-es`` on the ES, DenseNet-201, no CPU cap), so a difference between the two runs is
 the network's and the captures', not this machine's processing; ``--compute real`` processes for
-real with the MD capped at half a core. Needs root (the emulated lab); takes about
+real with the MD capped at half a core. ``--paired N`` runs once instead, alternating captured
+and uncaptured repetitions (``packet_capture.alternate``), which takes the spread between two
+lab starts (about 1 ms of an 8-14 ms comm here) out of the comparison. Needs root (the emulated
+lab); takes about
 2 x (loads x configurations x (frames + 2) x a frame's time) plus the lab's bring-up twice.
 """
 
@@ -43,19 +46,20 @@ COMPUTE = {
 
 def scenario(args: argparse.Namespace, capture: bool) -> dict:
     md, es = COMPUTE[args.compute]
+    paired = {"repetitions": 2 * args.paired} if args.paired else {}
     return {
-        "name": f"capture-cost-{'on' if capture else 'off'}",
+        "name": "capture-cost-paired" if args.paired else f"capture-cost-{'on' if capture else 'off'}",
         "lab": "emulated",
         "link": {"kind": "wifi", "preset": "wifi-80211g"},
         "hosts": [{"name": "md", "role": "md", **md}, {"name": "es", "role": "es", **es},
                   {"name": "ap", "role": "ap", "backend": args.backend},
                   {"name": "ext", "role": "ext"}],
-        "sweep": {"loads_mbit": list(args.loads), "settle_s": 1.0},
+        "sweep": {"loads_mbit": list(args.loads), "settle_s": 1.0, **paired},
         "model": args.model,
         "configurations": list(args.configurations),
         "frames": args.frames,
         "warmup": 2,
-        "packet_capture": {"enabled": capture},
+        "packet_capture": {"enabled": capture, **({"alternate": True} if args.paired else {})},
     }
 
 
@@ -150,9 +154,25 @@ def main() -> None:
                          "real, MD at half a core")
     ap.add_argument("--backend", default="auto", choices=("auto", "vm", "namespace", "ns3"))
     ap.add_argument("--results", type=Path, default=None, help="keep both runs here")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="instead of two runs: one run of 2N repetitions with "
+                         "packet_capture.alternate (captures on even repetitions only), so the "
+                         "steps with and without captures share one lab start; prints the "
+                         "report's capture_effect table (comm on / off per configuration and "
+                         "load)")
     args = ap.parse_args()
     root = args.results or Path(tempfile.mkdtemp(prefix="capture-cost-"))
     root.mkdir(parents=True, exist_ok=True)
+    if args.paired:
+        from analysis.comm_report import capture_effect_table
+        from analysis.tables import to_markdown
+
+        folder = run(args, True, root)
+        print(f"captures on even repetitions, off on odd ones, {args.paired} of each, "
+              f"{args.frames} frames per step, compute {args.compute}, one lab start; run in "
+              f"{folder}\n")
+        print(to_markdown(capture_effect_table(folder), index=False))
+        return
     off = run(args, False, root)
     with TcpdumpCpu() as cpu:
         on = run(args, True, root)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from testbed.capture_settings import PacketCapture
+from testbed.capture_settings import ALTERNATE_SKIP, PacketCapture
 from testbed.hosts.remote import Host, RemoteProcess
 
 log = logging.getLogger(__name__)
@@ -181,12 +181,17 @@ class StepCapture:
 @contextlib.contextmanager
 def step_captures(hosts: Any, settings: PacketCapture, lab: dict[str, Any], names: dict[str, str],
                   step_id: str, out: Path, port: int, record: dict[str, Any],
-                  networked: bool = True) -> Iterator[None]:
+                  networked: bool = True, repetition: int = 0) -> Iterator[None]:
     """Captures around the body of a step when ``settings.enabled``; fills ``record``'s
     ``captures`` (per point: file, bytes, packet counts) and ``clock`` (the MD's offsets), or
-    ``captures_skipped`` (why, e.g. a real lab) and runs the step without. A step that sends
-    nothing (``networked`` false: the whole model on the MD) is not captured."""
+    ``captures_skipped`` (why: a real lab, or an odd ``repetition`` with ``alternate``) and runs
+    the step without. A step that sends nothing (``networked`` false: the whole model on the
+    MD) is not captured."""
     if not settings.enabled or not networked:
+        yield
+        return
+    if not settings.captures(repetition):
+        record["captures_skipped"] = ALTERNATE_SKIP
         yield
         return
     try:

@@ -250,7 +250,8 @@ class Orchestrator:
         names = {"md": self.md.name, "es": self.es.name, "router": self._router()}
         with capture.step_captures(self.hosts, self.scenario.packet_capture, self.manifest["lab"],
                                    names, step.id, self.out, TAIL_PORT, record,
-                                   networked=step.config.mode != "LC"):
+                                   networked=step.config.mode != "LC",
+                                   repetition=step.repetition):
             load = self._start_load(step)
             load_started = time.monotonic()
             try:

@@ -477,6 +477,13 @@ def parse_scenario(data: Any, source: str = "<string>", *, cores: int | None = N
     seed = ck.get(top, "seed", "", ck.integer, 0, minimum=0)
     limits = _parse_limits(ck, top.get("limits"))
     packet_capture = parse_packet_capture(ck, top.get("packet_capture"))
+    if packet_capture.alternate and not packet_capture.enabled:
+        ck.error("packet_capture.alternate", "alternates captured and uncaptured repetitions: "
+                                             "set enabled: true as well, or remove it")
+    elif packet_capture.alternate and sweep is not None and sweep.repetitions < 2:
+        ck.error("packet_capture.alternate", f"captures even repetitions only: needs "
+                                             f"sweep.repetitions of 2 or more, got "
+                                             f"{sweep.repetitions}")
     cell = parse_cell(ck, top.get("cell"), sweep.mds if sweep is not None else ())
     es = parse_es(ck, top.get("es"))
     isolation = ck.get(top, "cpu_isolation", "", ck.boolean, True)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from analysis import comm_cache, comm_parts
+from analysis import comm_cache, comm_parts, comm_report
 from analysis.comm_parts import PARTS, TOLERANCE_S, run_parts
 from analysis.comm_report import write_breakdown
 from analysis.pcap_read import CaptureFileError, read_segments
 from testbed.capture import CaptureError, capture_points, tcpdump_argv, tcpdump_counts
-from testbed.capture_settings import PacketCapture
+from testbed.capture_settings import ALTERNATE_SKIP, PacketCapture
 from testbed.records import read_records
 from testbed.scenario import ScenarioError, load_scenario, parse_scenario, scenario_to_dict
 
@@ -259,6 +259,69 @@ def test_a_step_that_sends_nothing_is_not_captured(tmp_path):
                        tmp_path, 5500, record, networked=False):
         pass
     assert record == {} and not (tmp_path / "captures").exists()
+
+
+def test_alternate_captures_even_repetitions_only(tmp_path):
+    from testbed.capture import step_captures
+
+    settings = PacketCapture(True, alternate=True)
+    assert [settings.captures(r) for r in range(4)] == [True, False, True, False]
+    assert not PacketCapture(False, alternate=True).captures(0)
+    record: dict = {}
+    with step_captures(None, settings, {"kind": "emulated"}, {}, "L0-r1-es-only", tmp_path, 5500,
+                       record, repetition=1):  # no host is touched: hosts=None would fail
+        pass
+    assert record == {"captures_skipped": ALTERNATE_SKIP}
+
+
+def test_alternate_is_checked_against_enabled_and_repetitions():
+    base = scenario_to_dict(load_scenario(Path(__file__).parents[1] / "scenarios" / "quickstart.yaml"))
+    base["sweep"]["repetitions"] = 2
+    base["packet_capture"] = {"enabled": True, "alternate": True}
+    assert parse_scenario(base).packet_capture == PacketCapture(True, alternate=True)
+    base["sweep"]["repetitions"] = 1
+    with pytest.raises(ScenarioError, match=r"s.yaml: packet_capture.alternate: captures even "
+                                            r"repetitions only: needs sweep.repetitions of 2 or "
+                                            r"more, got 1"):
+        parse_scenario(base, source="s.yaml")
+    base["packet_capture"] = {"enabled": False, "alternate": True}
+    with pytest.raises(ScenarioError, match=r"packet_capture.alternate: alternates captured and "
+                                            r"uncaptured repetitions: set enabled: true"):
+        parse_scenario(base, source="s.yaml")
+
+
+def test_the_capture_effect_compares_captured_and_uncaptured_steps(tmp_path):
+    """The fixture's captured step, plus its frames again as an uncaptured repetition with comm
+    raised by 1 ms: the table's means are the frames' and their ratio theirs."""
+    run = _copy(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert comm_report.capture_effect_table(run).empty  # nothing left uncaptured on purpose
+    twin = STEP.replace("-r0-", "-r1-")
+    manifest["steps"][twin] = {k: v for k, v in manifest["steps"][STEP].items()
+                               if k not in ("captures", "clock")}
+    manifest["steps"][twin].update(repetition=1, captures_skipped=ALTERNATE_SKIP)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    lines = (run / "frames.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    copies = []
+    for r in rows:
+        c = dict(r, step=twin, repetition="1")
+        if c["comm"]:
+            c["comm"] = repr(float(c["comm"]) + 0.001)
+        copies.append(",".join(c[h] for h in header))
+    (run / "frames.csv").write_text("\n".join(lines + copies) + "\n")
+    table = comm_report.capture_effect_table(run)
+    measured = [float(r["comm"]) * 1e3 for r in rows
+                if r["warmup"] == "False" and r["status"] == "ok" and r["comm"]]
+    on = sum(measured) / len(measured)
+    assert table.to_dict("records") == [{
+        "config": "org-split2", "load_mbit": 10.0, "frames_on": len(measured),
+        "frames_off": len(measured), "comm_on_ms": round(on, 3), "comm_off_ms": round(on + 1, 3),
+        "on_over_off": round(on / (on + 1), 3)}]
+    out = comm_report.write_breakdown(run, tmp_path / "figures", tmp_path / "tables")
+    assert (tmp_path / "tables" / "capture_effect.csv").exists()
+    assert "Comm with and without captures" in out.html
 
 
 def test_fixed_and_reply_hold_the_links_configured_delay(manifest, parts):
