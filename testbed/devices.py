@@ -80,13 +80,17 @@ class Distribution:
     mean_s: float
     std_s: float = 0.0
     samples_s: tuple[float, ...] = ()
+    """Measured times, kept sorted (:meth:`quantile` indexes them)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples_s", tuple(sorted(self.samples_s)))
 
     def quantile(self, u: float) -> float:
         """The time at probability ``u`` in [0, 1) (the inverse CDF): a uniform ``u`` gives a
         draw from the distribution (``samples``: one of them, each with probability 1/n)."""
         u = min(max(u, 0.0), math.nextafter(1.0, 0.0))
         if self.kind == "samples":
-            return sorted(self.samples_s)[int(u * len(self.samples_s))]
+            return self.samples_s[int(u * len(self.samples_s))]
         if self.kind == "fixed" or self.std_s == 0:
             return self.mean_s
         tiny = 1e-12  # the inverse CDF is finite strictly inside (0, 1)

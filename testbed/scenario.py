@@ -106,9 +106,8 @@ class Host:
     """AP/eNB only: ``namespace`` (the AP is a network namespace, host qdiscs), ``vm`` (the AP is
     a QEMU VM with real netem: ``testbed.vm``), ``ns3`` (an 802.11g or, on an LTE link, a LENA
     LTE cell simulated by ns-3: ``testbed.lab.ns3_lab``, ``testbed.lab.ns3_lte``) or ``auto``,
-    the parser's default for an AP/eNB (host netem if the kernel has it, else the VM if QEMU is
-    installed, else namespace tbf/htb); see ``testbed.emulated``. Other hosts are always
-    ``namespace``."""
+    the parser's default for an AP/eNB (the most faithful backend that can run here, by measured
+    idle fidelity: ``testbed.lab.backends``). Other hosts are always ``namespace``."""
     hwsim: bool | None = None
     """AP of a WiFi link, when it runs as a VM: ``true`` (the default there) associates every
     station to hostapd over mac80211_hwsim radios in the VM (WPA2, ``testbed.vm.radio``);
