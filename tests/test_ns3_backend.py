@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,11 +28,14 @@ from tests.ns3check import ROOT, needs_ns3, nothing_left, read_until, taps, tran
 
 @pytest.mark.root
 @needs_ns3
-def test_bringup_tcp_transfer_and_teardown(needs_root, tmp_path) -> None:
+def test_bringup_tcp_transfer_and_teardown(needs_root, tmp_path, monkeypatch) -> None:
     from testbed.lab.ns3_lab import Ns3Lab
 
     plan = LabPlan.star(LinkShape(rate_mbit=24))
-    lab = Ns3Lab(plan, tmp_path / "ns3", Ns3Settings(distance_m={"md": 5.0, "ext": 10.0}))
+    # a relative folder, as `testbed run` gives with its default `results`: the simulator runs in
+    # a folder of its own and must still find its configuration
+    monkeypatch.chdir(tmp_path)
+    lab = Ns3Lab(plan, Path("ns3"), Ns3Settings(distance_m={"md": 5.0, "ext": 10.0}))
     with lab:
         pid = lab.proc.pid
         assert lab.ready["devices"]["md"]["slot_us"] == 9  # ERP short slot: all stations ERP

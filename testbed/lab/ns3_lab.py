@@ -88,7 +88,7 @@ class Ns3Lab(LabBase):
     def __init__(self, plan: LabPlan, workdir: Path, settings: Ns3Settings | None = None,
                  kind: str = "wifi") -> None:
         super().__init__(plan)
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).absolute()  # the simulator runs in a folder of its own
         self.settings = settings or Ns3Settings()
         self.kind = kind
         self.proc: subprocess.Popen | None = None
