@@ -143,16 +143,29 @@ class AgentHandle:
         return reply.prepared
 
     def run_step(self, step_id: str, argv: Sequence[str], deadline: float,
-                 on_wait: Callable[[], None]) -> proto.Done:
-        """Run one step (``testbed head``'s arguments) and return the agent's ``done``."""
+                 progress: Callable[[], int | None], stall_s: float | None = None,
+                 first_grace_s: float = 0.0) -> proto.Done:
+        """Run one step (``testbed head``'s arguments) and return the agent's ``done``.
+
+        ``progress()`` is called about once a second while the step runs and returns the frames
+        recorded so far (None: not known). With ``stall_s``, a count that stays the same for
+        that long (``first_grace_s`` longer before the first frame) means the agent is hung:
+        AgentTimeout, as when ``deadline`` passes."""
         self._send(proto.Step(step_id, tuple(argv)))
         self._in_step = True
+        seen, since = None, time.monotonic()
         while True:
             line = self._line(min(deadline, time.monotonic() + POLL_S))
             if line is not None:
                 break
-            on_wait()
-            if time.monotonic() > deadline:
+            count, now = progress(), time.monotonic()
+            if count != seen:
+                seen, since = count, now
+            elif stall_s is not None and now - since > stall_s + (0 if seen else first_grace_s):
+                raise AgentTimeout(f"the head agent {self.name} recorded no frame of step "
+                                   f"{step_id} for {now - since:.0f} s (hung; limit "
+                                   f"limits.frame_timeout_s = {stall_s:g} s)")
+            if now > deadline:
                 raise AgentTimeout(f"the head agent {self.name} did not finish step {step_id} "
                                    "in time")
         self._in_step = False

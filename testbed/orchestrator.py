@@ -42,8 +42,11 @@ MIN_LOAD_S = 2.5
 """The competing load runs at least this long: iperf3 reports per one-second interval, and a
 server whose client stopped before the first interval ended reports nothing received (a short
 step measured 0 Mbit/s)."""
-FRAME_TIMEOUT_S = 60.0
-"""Upper bound of one frame's time, used only to bound waits (never to judge results)."""
+FIRST_FRAME_GRACE_S = 120.0
+"""A step's first frame may wait this much longer than ``limits.frame_timeout_s`` (the agent
+builds the head then)."""
+PROGRESS_POLL_S = 5.0
+"""How often the records of a step's other MDs are counted (the first one's: every second)."""
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,8 @@ class Orchestrator:
         es = self.hosts.host(self.es.name)
         es_addr = self.hosts.address(self.es.name)
         frames = self.scenario.frames + self.scenario.warmup
-        bound = traffic.load_duration_s(frames * FRAME_TIMEOUT_S, self.scenario.sweep.settle_s)
+        bound = traffic.load_duration_s(FIRST_FRAME_GRACE_S + frames * self._frame_timeout,
+                                        self.scenario.sweep.settle_s)
         pairs = []
         share = step.load_mbit / len(self.ext)
         for k, ext in enumerate(self.ext):
@@ -393,16 +397,17 @@ class Orchestrator:
         agents = {md.name: self._head_agent(md) for md in mds}
         total = self.scenario.frames + self.scenario.warmup
         started = time.monotonic()
-        deadline = started + 120 + total * FRAME_TIMEOUT_S
+        deadline = started + FIRST_FRAME_GRACE_S + total * self._frame_timeout
         first, first_remote = self.hosts.host(mds[0].name), self._records_path(step, mds[0])
         done: dict[str, Any] = {}
 
         def run(md) -> None:
-            report = ((lambda: self._report_frames(step, first, first_remote))
-                      if md is mds[0] else (lambda: None))
+            progress = ((lambda: self._report_frames(step, first, first_remote))
+                        if md is mds[0] else self._counter(step, md))
             try:
                 done[md.name] = agents[md.name].run_step(
-                    step.id, self._head_argv(step, md), deadline, report)
+                    step.id, self._head_argv(step, md), deadline, progress,
+                    stall_s=self._frame_timeout, first_grace_s=FIRST_FRAME_GRACE_S)
             except (AgentError, ValueError) as exc:  # died, hung, or answered nonsense
                 done[md.name] = exc
 
@@ -424,11 +429,30 @@ class Orchestrator:
             raise RuntimeError("; ".join(errors))
         return time.monotonic() - started
 
-    def _report_frames(self, step: Step, md: Host, remote: str) -> None:
+    @property
+    def _frame_timeout(self) -> float:
+        return self.scenario.limits.frame_timeout_s
+
+    def _report_frames(self, step: Step, md: Host, remote: str) -> int:
+        """Show the step's progress from ``md``'s records; the frames recorded so far."""
         text = self._read_remote(md, remote)
         rows = list(csv.DictReader(text.splitlines()))
         totals = [float(r["total"]) for r in rows if r.get("warmup") == "False" and r.get("total")]
         self.progress.on_frames(step, len(rows), statistics.median(totals) if totals else None)
+        return len(rows)
+
+    def _counter(self, step: Step, md) -> Callable[[], int | None]:
+        """Frames recorded so far by one of a step's other MDs, counted every
+        ``PROGRESS_POLL_S`` (the last count in between)."""
+        host, remote = self.hosts.host(md.name), self._records_path(step, md)
+        last: list[Any] = [None, 0.0]
+
+        def count() -> int | None:
+            if time.monotonic() - last[1] >= PROGRESS_POLL_S:
+                lines = self._read_remote(host, remote).splitlines()
+                last[:] = [max(0, len(lines) - 1), time.monotonic()]  # after the header
+            return last[0]
+        return count
 
     def _collect(self, step: Step, achieved: float) -> None:
         """Fetch the step's records from each of its MDs, keep them raw, and add them to

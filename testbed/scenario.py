@@ -64,6 +64,7 @@ LOAD_TOOLS = ("iperf3",)
 DEFAULT_MODEL = "densenet201"
 DEFAULT_N_CH = 12
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_FRAME_TIMEOUT_S = 60.0
 DEFAULT_UDP_PAYLOAD = 1472
 """iperf3 -l: the largest UDP payload of an unfragmented 1500-byte IPv4 packet."""
 
@@ -141,6 +142,9 @@ class Sweep:
 class Limits:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     """Largest message the tail accepts."""
+    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S
+    """A step whose MD records no frame for this long (the first frame, which may build the
+    head, gets 120 s more) is hung: it fails and its head agent is replaced."""
 
 
 @dataclass(frozen=True)
@@ -408,10 +412,10 @@ def _parse_limits(ck: Checker, raw: Any) -> Limits | None:
     data = ck.mapping(raw, "limits", LIMIT_KEYS)
     if data is None:
         return None
-    if data.get("max_message_bytes") is None:
-        return Limits()
-    value = ck.integer(data["max_message_bytes"], "limits.max_message_bytes", minimum=1)
-    return None if value is BAD else Limits(value)
+    d = Limits()
+    size = ck.get(data, "max_message_bytes", "limits", ck.integer, d.max_message_bytes, minimum=1)
+    timeout = ck.get(data, "frame_timeout_s", "limits", ck.number, d.frame_timeout_s, above=0)
+    return None if BAD in (size, timeout) else Limits(size, float(timeout))
 
 
 # --------------------------------------------------------------------------- public API

@@ -156,12 +156,12 @@ configurations:
 frames: {frames}
 warmup: 1
 capture_rate_hz: 5
-"""
+{extra}"""
 
 
-def _start_run(tmp_path: Path, reps: int, frames: int) -> subprocess.Popen:
+def _start_run(tmp_path: Path, reps: int, frames: int, extra: str = "") -> subprocess.Popen:
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(SCENARIO.format(reps=reps, frames=frames))
+    scenario.write_text(SCENARIO.format(reps=reps, frames=frames, extra=extra))
     return subprocess.Popen([sys.executable, "-m", "testbed", "run", str(scenario), "--results",
                              str(tmp_path / "results")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
@@ -257,6 +257,35 @@ def test_a_killed_agent_fails_its_step_a_new_one_runs_on_and_ctrl_c_leaves_nothi
     assert isolation["reason"] == plan_isolation(usable_cpus(), ["md"], "es",
                                                  ap_process=ap_process).reason
     assert isolation["applied"] == isolation["possible"]
+    assert _leftovers(run_id) == []
+
+
+@needs_root
+def test_a_hung_agent_fails_its_step_by_the_frame_timeout_and_a_new_one_runs_on(tmp_path):
+    proc = _start_run(tmp_path, reps=2, frames=12, extra="limits: {frame_timeout_s: 6}\n")
+    try:
+        out, run_id = _wait_for_frames(tmp_path, proc, "L0-r0-ec")
+        (victim,) = _agent_pids(run_id)
+        os.kill(victim, signal.SIGSTOP)  # alive, holding its connection, silent
+        stopped = time.monotonic()
+        _wait_for_frames(tmp_path, proc, "L0-r0-lc")  # the next step, on a new agent
+        waited = time.monotonic() - stopped
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 6 < waited < 100, waited  # the frame timeout, not the step's whole deadline (198 s)
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps = {k: v["status"] for k, v in manifest["steps"].items()}
+    hung = steps.pop("L0-r0-ec")
+    assert hung.startswith("failed: ") and "recorded no frame of step L0-r0-ec" in hung, hung
+    assert "limits.frame_timeout_s = 6 s" in hung, hung
+    assert steps == {k: "ok" for k in ("L0-r0-lc", "L0-r1-ec", "L0-r1-lc")}, err[-3000:]
+    first, _ = _agent_logs(out)
+    assert first.with_suffix(".rc").read_text().strip() == "137"  # SIGKILLed while stopped
+    # the sweep went on and finished; its failed step is listed and sets the exit status
+    assert proc.returncode == 1 and "step L0-r0-ec: failed: " in err, err[-2000:]
     assert _leftovers(run_id) == []
 
 

@@ -442,13 +442,27 @@ def test_warmup_zero_and_capture_rate():
 
 def test_round_trip_of_a_built_scenario_is_json():
     s = parse_scenario(
-        minimal(limits={"max_message_bytes": 1 << 20}, description="d", images="/data/img", seed=7),
+        minimal(limits={"max_message_bytes": 1 << 20, "frame_timeout_s": 7.5}, description="d",
+                images="/data/img", seed=7),
         cores=2,
     )
+    assert (s.limits.max_message_bytes, s.limits.frame_timeout_s) == (1 << 20, 7.5)
     d = scenario_to_dict(s)
     assert json.loads(json.dumps(d)) == d
     assert d["link"]["rate_mbit"] == presets.WIFI_80211G.shape.rate_mbit
     assert parse_scenario(d, cores=2) == s
+
+
+@pytest.mark.parametrize("limits, says", [
+    ({"frame_timeout_s": 0}, "limits.frame_timeout_s"),
+    ({"frame_timeout_s": "soon"}, "limits.frame_timeout_s"),
+    ({"max_message_bytes": 0}, "limits.max_message_bytes"),
+    ({"frame_timeout": 5}, "frame_timeout"),
+])
+def test_bad_limits_name_the_key(limits, says):
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(minimal(limits=limits), cores=2)
+    assert says in str(err.value)
 
 
 def test_presets_state_their_sources():
