@@ -79,8 +79,19 @@ def test_auto_takes_ns3_over_tbf_where_there_is_neither_netem_nor_qemu(monkeypat
     assert c["backend"] == "ns3" and c["warnings"] == [] and c["accel"] is None
     assert c["reason"].startswith(f"auto: {NS3_TEXT}: {NS3_FIGURE}")
     assert "vm: not available here: no qemu-system-x86_64" in c["reason"]
-    # ns-3 simulates WiFi: nothing measured for an LTE link, so tbf with its warning
+    # its LTE cell measured against its own transport-block floor: ns-3 on an LTE link too
     c = _auto(monkeypatch, qemu=False, ns3=True, netem=False, link_kind="lte")
+    assert c["backend"] == "ns3" and c["warnings"] == []
+    assert c["reason"].startswith(f"auto: {NS3_TEXT}: idle transfers within 0 % of the "
+                                  f"transport-block floor")
+    # where the VM can run, its netem is as faithful (within 5 points) and cheaper
+    c = _auto(monkeypatch, qemu=True, ns3=True, netem=False, link_kind="lte")
+    assert c["backend"] == "vm"
+    assert (f"{NS3_TEXT}: available, idle transfers within 0 % of the transport-block floor "
+            f"(worst ") in c["reason"]
+    assert "no more faithful than vm (within 5 points), which costs less" in c["reason"]
+    # ns-3 simulates WiFi and LTE cells: nothing measured for a wired link, so tbf and its warning
+    c = _auto(monkeypatch, qemu=False, ns3=True, netem=False, link_kind="wired")
     assert c["backend"] == "namespace" and c["warnings"] == [backends.NO_NETEM_WARNING]
     assert f"{NS3_TEXT}: available, no measured fidelity for this link" in c["reason"]
 

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from testbed import ns3_settings
 from testbed.lab import capabilities, cleanup
 from testbed.lab.base import LabSetup
-from testbed.lab.fidelity import NETEM, NS3_WIFI, TBF, Candidate, choose_auto
+from testbed.lab.fidelity import NETEM, NS3_LTE, NS3_WIFI, TBF, Candidate, choose_auto
 from testbed.lab.plan import LabPlan, LabState
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _ns3_candidate(caps: Any, link_kind: str) -> Candidate:
         why = None
     return Candidate("ns3", f"ns-3 {ns3_settings.NS3_REQUIREMENT.split('==')[1]} simulating "
                             f"the cell in real time", why,
-                     NS3_WIFI if link_kind == "wifi" else None)
+                     {"wifi": NS3_WIFI, "lte": NS3_LTE}.get(link_kind))
 
 
 def _kvm(caps: Any) -> bool:
