@@ -126,12 +126,14 @@ class _Link:
 @dataclass(frozen=True)
 class PreparedHead:
     """What a head needs before its first frame and keeps across steps: the validated
-    configuration, the MD side of the model (built once), and the frames to send."""
+    configuration, the MD side of the model (built once), the frames to send, and, for an MD
+    that replays a profile, each image's real output (computed in the first step only)."""
 
     config: Configuration
     model: SplitModel
     frames: list[Frame]
     build_s: float
+    work: replay.WorkCache = field(default_factory=replay.WorkCache, compare=False, repr=False)
 
 
 def prepare_head(settings: HeadSettings, frames: list[Frame] | None = None) -> PreparedHead:
@@ -179,7 +181,7 @@ def run_step(
          ("es", link.info.get("weights") if link else None)) if source
     )
     try:
-        md = replay.MdReplay.of(settings.compute, config, model, settings.seed)
+        md = replay.MdReplay.of(settings.compute, config, model, settings.seed, prepared.work)
     except ProfileError as exc:
         if link:
             link.close()

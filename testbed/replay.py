@@ -127,20 +127,22 @@ class MdReplay:
     """The MD following a device profile for one configuration: each image's message (EC/SC)
     or prediction (LC) computed once, by image id; frames released at capture + sample."""
 
-    def __init__(self, pacer: Pacer, config: Configuration, model: SplitModel):
+    def __init__(self, pacer: Pacer, config: Configuration, model: SplitModel,
+                 cache: WorkCache | None = None):
         self.pacer = pacer
         self.config = config
         self.model = model
-        self.cache = WorkCache()
+        self.cache = WorkCache() if cache is None else cache
 
     @classmethod
     def of(cls, profile: DeviceProfile | None, config: Configuration, model: SplitModel,
-           seed: int) -> "MdReplay | None":
+           seed: int, cache: WorkCache | None = None) -> "MdReplay | None":
         """``None`` for real processing; ``devices.ProfileError`` if the profile has no MD time
-        of this configuration."""
+        of this configuration. ``cache``: outputs kept from earlier steps of the same
+        configuration, model and frames (a new one when None)."""
         if profile is None:
             return None
-        return cls(Pacer.of(profile, config.model, config.name, "md", seed), config, model)
+        return cls(Pacer.of(profile, config.model, config.name, "md", seed), config, model, cache)
 
     @property
     def label(self) -> str:

@@ -142,3 +142,20 @@ def test_a_profile_without_the_configuration_is_refused(profile, tmp_path, frame
     with pytest.raises(HeadError, match="no MD time of mnasnet0_5 md-only"):
         _run(_config("md-only"), None, load_profile("paper-wifi-md"), tmp_path, frames, n=1,
              warmup=0)
+
+
+def test_steps_on_one_prepared_head_compute_each_image_once(profile, tmp_path, frames,
+                                                            monkeypatch):
+    from testbed import replay
+    from testbed.head import prepare_head, run_step
+
+    calls = []
+    real = replay.md_local
+    monkeypatch.setattr(replay, "md_local", lambda *a: calls.append(1) or real(*a))
+    settings = HeadSettings(config=_config("md-only"), frames=3, warmup=0, seed=SEED, threads=1,
+                            compute=profile)
+    prepared = prepare_head(settings, frames)
+    for step in range(2):  # as the head agent runs them: the same prepared head
+        assert run_step(prepared, settings, tmp_path / f"s{step}.csv") == 0
+        assert len(calls) == 3, step  # the step's three images, computed in the first step only
+        assert [r.status for r in read_records(tmp_path / f"s{step}.csv")] == ["ok"] * 3
