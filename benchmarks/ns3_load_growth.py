@@ -168,9 +168,11 @@ def placement(name: str, p: Placement, loads: list[float], size: int, count: int
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--placements", nargs="+", choices=sorted(PLACEMENTS),
-                    default=["in-range", "hidden", "downlink"])
+                    default=["in-range", "hidden", "downlink"],
+                    help="; ".join(f"{k}: {p.what}" for k, p in PLACEMENTS.items()))
     ap.add_argument("--loads", nargs="+", type=float, default=[0.0, 5.0, 20.0],
-                    help="external load steps, Mbit/s (the growth is second to last)")
+                    help="external load steps, Mbit/s; the growth is from the second (the "
+                         "first, of two) to the last")
     ap.add_argument("--size", type=int, default=77_483, help="bytes per transfer")
     ap.add_argument("--count", type=int, default=30, help="transfers per load")
     ap.add_argument("--gap", type=float, default=0.035, help="seconds between transfers")
