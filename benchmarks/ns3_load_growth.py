@@ -183,7 +183,7 @@ def main() -> int:
         return 2
     if len(args.loads) < 2:
         ap.error("--loads: give at least two loads")
-    lo, hi = args.loads[-2] if len(args.loads) == 2 else args.loads[1], args.loads[-1]
+    lo, hi = args.loads[0 if len(args.loads) == 2 else 1], args.loads[-1]
     out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
                            "loadavg_start": os.getloadavg(), "placements": {}}
     print(f"{args.count} transfers of {args.size} B per load, {args.gap * 1e3:.0f} ms apart; "

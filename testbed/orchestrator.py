@@ -445,13 +445,15 @@ class Orchestrator:
         """Frames recorded so far by one of a step's other MDs, counted every
         ``PROGRESS_POLL_S`` (the last count in between)."""
         host, remote = self.hosts.host(md.name), self._records_path(step, md)
-        last: list[Any] = [None, 0.0]
+        rows: int | None = None
+        read_at = -PROGRESS_POLL_S
 
         def count() -> int | None:
-            if time.monotonic() - last[1] >= PROGRESS_POLL_S:
+            nonlocal rows, read_at
+            if time.monotonic() - read_at >= PROGRESS_POLL_S:
                 lines = self._read_remote(host, remote).splitlines()
-                last[:] = [max(0, len(lines) - 1), time.monotonic()]  # after the header
-            return last[0]
+                rows, read_at = max(0, len(lines) - 1), time.monotonic()  # after the header
+            return rows
         return count
 
     def _collect(self, step: Step, achieved: float) -> None:
